@@ -1,0 +1,453 @@
+//! What happens to an event in siyu: validated events are appended durably to the log by a
+//! group-committing pipeline, then applied — in log order — to each tenant's in-memory state
+//! (identity resolution, profiles, scores). Reads are served from that state.
+
+pub mod intern;
+pub mod keys;
+pub mod metrics;
+pub mod query;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
+use siyu_model::event::TimeLimits;
+use siyu_model::{CannotLink, Event, Industry, ProfileId, Seq, TenantId, TenantSettings};
+use siyu_store::{AppendOutcome, KeyKind, ScanDetail, Store, StoreError, TenantRecord};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::Metrics;
+pub use state::TenantState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no tenant {0}")]
+    NoSuchTenant(TenantId),
+    #[error("invalid settings: {0}")]
+    InvalidSettings(#[from] siyu_model::score::ConfigError),
+    #[error("profile {0} not found")]
+    NoSuchProfile(ProfileId),
+    #[error("profile {merged} was not merged into {survivor}")]
+    NotMerged { survivor: ProfileId, merged: ProfileId },
+    #[error("the ingest pipeline has shut down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Tuning of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// At most this many events go into one group commit.
+    pub group_max_events: usize,
+    /// Clock-skew tolerance and oldest accepted timestamp.
+    pub time_limits: TimeLimits,
+    /// How often to look for events other processes appended (e.g. an import beside a server).
+    pub follow_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            group_max_events: 50_000,
+            time_limits: TimeLimits::default(),
+            follow_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One tenant's record and in-memory state.
+pub struct TenantRuntime {
+    pub record: RwLock<TenantRecord>,
+    pub state: RwLock<TenantState>,
+}
+
+/// Keys a tenant was created with, shown once.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub record: TenantRecord,
+    pub write_key: String,
+    pub secret_key: String,
+}
+
+struct IngestRequest {
+    tenant: TenantId,
+    path: &'static str,
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    tenants: RwLock<FxHashMap<TenantId, Arc<TenantRuntime>>>,
+    key_cache: RwLock<FxHashMap<String, (TenantId, KeyKind)>>,
+    ingest_tx: mpsc::Sender<IngestRequest>,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+/// Page size of log replays.
+const REPLAY_PAGE: usize = 20_000;
+
+impl Engine {
+    /// Loads every tenant's state from the log and starts the ingest pipeline.
+    pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Arc<Engine>> {
+        let (ingest_tx, ingest_rx) = mpsc::channel(4096);
+        let engine = Arc::new(Engine {
+            store,
+            config,
+            tenants: RwLock::new(FxHashMap::default()),
+            key_cache: RwLock::new(FxHashMap::default()),
+            ingest_tx,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+        });
+        for record in engine.store.tenants().await? {
+            engine.load_tenant(record).await?;
+        }
+        tokio::spawn(run_pipeline(engine.clone(), ingest_rx));
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Stops the pipeline after the batch in flight.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    async fn load_tenant(&self, record: TenantRecord) -> Result<Arc<TenantRuntime>> {
+        let state = replay(&self.store, record.id, record.settings.clone()).await?;
+        let runtime = Arc::new(TenantRuntime { record: RwLock::new(record.clone()), state: RwLock::new(state) });
+        self.tenants.write().insert(record.id, runtime.clone());
+        self.metrics.tenants_loaded.set(self.tenants.read().len() as i64);
+        Ok(runtime)
+    }
+
+    pub fn tenant(&self, tenant: TenantId) -> Result<Arc<TenantRuntime>> {
+        self.tenants.read().get(&tenant).cloned().ok_or(EngineError::NoSuchTenant(tenant))
+    }
+
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        let mut ids: Vec<_> = self.tenants.read().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    pub async fn create_tenant(&self, name: &str, industry: Industry) -> Result<NewTenant> {
+        let write_key = keys::generate("wk");
+        let secret_key = keys::generate("sk");
+        let record = self
+            .store
+            .create_tenant(
+                name,
+                industry,
+                &[(KeyKind::Write, keys::hash(&write_key)), (KeyKind::Secret, keys::hash(&secret_key))],
+            )
+            .await?;
+        self.load_tenant(record.clone()).await?;
+        Ok(NewTenant { record, write_key, secret_key })
+    }
+
+    /// Adds a fresh key of `kind` to a tenant (e.g. when the demo's keys were not kept).
+    pub async fn issue_key(&self, tenant: TenantId, kind: KeyKind) -> Result<String> {
+        let key = keys::generate(if kind == KeyKind::Write { "wk" } else { "sk" });
+        self.store.add_key(tenant, kind, &keys::hash(&key)).await?;
+        Ok(key)
+    }
+
+    /// Which tenant a key belongs to, and what it may do.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<(TenantId, KeyKind)>> {
+        let hash = keys::hash(key);
+        if let Some(found) = self.key_cache.read().get(&hash) {
+            return Ok(Some(*found));
+        }
+        let found = self.store.tenant_by_key_hash(&hash).await?;
+        if let Some(found) = found {
+            self.key_cache.write().insert(hash, found);
+        }
+        Ok(found)
+    }
+
+    /// Appends events durably and applies them; returns one outcome per event once both are done.
+    pub async fn ingest(&self, tenant: TenantId, path: &'static str, events: Vec<Event>) -> Result<Vec<AppendOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tenant(tenant)?;
+        let (reply, rx) = oneshot::channel();
+        self.ingest_tx
+            .send(IngestRequest { tenant, path, events, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Saves new settings and re-derives the tenant's state from the log under them.
+    pub async fn update_settings(&self, tenant: TenantId, settings: TenantSettings) -> Result<()> {
+        settings.validate()?;
+        let runtime = self.tenant(tenant)?;
+        self.store.save_settings(tenant, &settings).await?;
+        runtime.record.write().settings = settings.clone();
+        self.rematerialise(tenant, &runtime, settings).await
+    }
+
+    /// Undoes the merge of `merged` into `survivor`: the two anchors recorded as evidence become
+    /// a cannot-link pair in the tenant's settings, and the state is re-derived from the log, so
+    /// the events that were attributed through the link go back where their identities say.
+    pub async fn unmerge(
+        &self,
+        tenant: TenantId,
+        survivor: ProfileId,
+        merged: ProfileId,
+        reason: &str,
+    ) -> Result<CannotLink> {
+        let runtime = self.tenant(tenant)?;
+        let rule = {
+            let state = runtime.state.read();
+            let record = state
+                .merges
+                .iter()
+                .find(|m| m.merged == merged && state.resolve(m.survivor) == state.resolve(survivor))
+                .ok_or(EngineError::NotMerged { survivor, merged })?;
+            CannotLink {
+                a: record.survivor_anchor.clone(),
+                b: record.merged_anchor.clone(),
+                reason: reason.to_string(),
+            }
+        };
+        let mut settings = runtime.record.read().settings.clone();
+        settings.cannot_link.push(rule.clone());
+        self.update_settings(tenant, settings).await?;
+        Ok(rule)
+    }
+
+    async fn rematerialise(&self, tenant: TenantId, runtime: &TenantRuntime, settings: TenantSettings) -> Result<()> {
+        let mut fresh = replay(&self.store, tenant, settings).await?;
+        // Events appended while we replayed: apply them under the lock, then swap.
+        let tail = scan_all(&self.store, tenant, fresh.applied_seq).await?;
+        let mut state = runtime.state.write();
+        for stored in &tail {
+            fresh.apply(stored.seq, &stored.event);
+        }
+        *state = fresh;
+        Ok(())
+    }
+
+    /// Re-derives a tenant's state from its log into a fresh value (for `siyu rebuild`).
+    pub async fn replay_tenant(&self, tenant: TenantId) -> Result<TenantState> {
+        let settings = self.tenant(tenant)?.record.read().settings.clone();
+        replay(&self.store, tenant, settings).await
+    }
+
+    /// Replaces a tenant's in-memory state by a fresh replay of its log.
+    pub async fn rebuild(&self, tenant: TenantId) -> Result<()> {
+        let runtime = self.tenant(tenant)?;
+        let settings = runtime.record.read().settings.clone();
+        self.rematerialise(tenant, &runtime, settings).await
+    }
+
+    /// Applies events other processes appended since we last looked.
+    pub async fn follow_log(&self) -> Result<u64> {
+        let mut applied = 0;
+        for tenant in self.tenant_ids() {
+            let runtime = self.tenant(tenant)?;
+            applied += catch_up(&self.store, &runtime, None).await?;
+        }
+        // Tenants created by another process.
+        let known: Vec<TenantId> = self.tenant_ids();
+        for record in self.store.tenants().await? {
+            if !known.contains(&record.id) {
+                self.load_tenant(record).await?;
+            }
+        }
+        Ok(applied)
+    }
+}
+
+/// Builds a tenant's state from nothing by folding its whole log.
+pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSettings) -> Result<TenantState> {
+    let mut state = TenantState::new(tenant, settings);
+    let mut after = 0;
+    // Read the next page while folding this one: the disk and the fold overlap.
+    let mut next = Some(tokio::spawn(scan_page(store.clone(), tenant, after)));
+    while let Some(pending) = next.take() {
+        let page = pending.await.map_err(|e| StoreError::Task(e.to_string()))??;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        if page.len() == REPLAY_PAGE {
+            next = Some(tokio::spawn(scan_page(store.clone(), tenant, after)));
+        }
+        for stored in &page {
+            state.apply(stored.seq, &stored.event);
+        }
+    }
+    Ok(state)
+}
+
+async fn scan_page(
+    store: Arc<dyn Store>,
+    tenant: TenantId,
+    after: Seq,
+) -> Result<Vec<siyu_store::StoredEvent>, StoreError> {
+    store.scan(tenant, after, REPLAY_PAGE, ScanDetail::Envelope).await
+}
+
+async fn scan_all(store: &Arc<dyn Store>, tenant: TenantId, mut after: Seq) -> Result<Vec<siyu_store::StoredEvent>> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.scan(tenant, after, REPLAY_PAGE, ScanDetail::Envelope).await?;
+        let Some(last) = page.last() else { return Ok(out) };
+        after = last.seq;
+        let full = page.len() == REPLAY_PAGE;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Applies log events between the state's position and `until` (exclusive; `None` = the end).
+async fn catch_up(store: &Arc<dyn Store>, runtime: &TenantRuntime, until: Option<Seq>) -> Result<u64> {
+    let (tenant, from) = {
+        let state = runtime.state.read();
+        (state.tenant, state.applied_seq)
+    };
+    let missing = scan_all(store, tenant, from).await?;
+    let mut state = runtime.state.write();
+    let mut applied = 0;
+    for stored in missing {
+        if until.is_some_and(|u| stored.seq >= u) {
+            break;
+        }
+        if stored.seq > state.applied_seq {
+            state.apply(stored.seq, &stored.event);
+            applied += 1;
+        }
+    }
+    Ok(applied)
+}
+
+/// The ingest pipeline: one task takes every waiting request, commits them as one group, applies
+/// the new events in log order, then acknowledges. While a commit is in flight the next group
+/// gathers, so the fsync cost is shared by everyone waiting (group commit).
+async fn run_pipeline(engine: Arc<Engine>, mut rx: mpsc::Receiver<IngestRequest>) {
+    let mut follow = tokio::time::interval(engine.config.follow_interval);
+    follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            request = rx.recv() => match request {
+                Some(request) => request,
+                None => return,
+            },
+            _ = follow.tick() => {
+                if let Err(e) = engine.follow_log().await {
+                    tracing::warn!(error = %e, "failed to follow the log");
+                }
+                continue;
+            }
+        };
+        let mut group = vec![first];
+        let mut size = group[0].events.len();
+        while size < engine.config.group_max_events {
+            match rx.try_recv() {
+                Ok(request) => {
+                    size += request.events.len();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&engine, group).await;
+    }
+}
+
+async fn commit_group(engine: &Engine, mut group: Vec<IngestRequest>) {
+    let lens: Vec<usize> = group.iter().map(|r| r.events.len()).collect();
+    let batch: Vec<(TenantId, Event)> =
+        group.iter_mut().flat_map(|r| std::mem::take(&mut r.events).into_iter().map(move |e| (r.tenant, e))).collect();
+    let started = Instant::now();
+    let outcomes = match engine.store.append(&batch).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::error!(error = %e, events = batch.len(), "group commit failed; nothing was acknowledged");
+            let message = e.to_string();
+            for request in group {
+                let _ = request.reply.send(Err(EngineError::Store(StoreError::Task(message.clone()))));
+            }
+            return;
+        }
+    };
+    engine.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+    engine.metrics.commit_events.observe(batch.len() as f64);
+    let applied_at = Instant::now();
+    let mut offset = 0;
+    let mut replies = Vec::with_capacity(group.len());
+    for (request, count) in group.into_iter().zip(lens) {
+        let slice = offset..offset + count;
+        offset += count;
+        let result = apply_request(engine, request.tenant, request.path, &batch[slice.clone()], &outcomes[slice]).await;
+        replies.push((request.reply, result));
+    }
+    engine.metrics.apply_seconds.observe(applied_at.elapsed().as_secs_f64());
+    for (reply, result) in replies {
+        let _ = reply.send(result);
+    }
+}
+
+async fn apply_request(
+    engine: &Engine,
+    tenant: TenantId,
+    path: &'static str,
+    events: &[(TenantId, Event)],
+    outcomes: &[AppendOutcome],
+) -> Result<Vec<AppendOutcome>> {
+    let runtime = engine.tenant(tenant)?;
+    let first_new = outcomes.iter().find_map(|o| match o {
+        AppendOutcome::Appended(seq) => Some(*seq),
+        AppendOutcome::Duplicate => None,
+    });
+    // Another process appended in between: fold its events first, keeping log order.
+    if let Some(first) = first_new {
+        if first > runtime.state.read().applied_seq + 1 {
+            catch_up(&engine.store, &runtime, Some(first)).await?;
+        }
+    }
+    let (mut appended, mut duplicates, mut merges, mut refusals, mut created) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    {
+        let mut state = runtime.state.write();
+        for ((_, event), outcome) in events.iter().zip(outcomes) {
+            match outcome {
+                AppendOutcome::Appended(seq) if *seq > state.applied_seq => {
+                    let done = state.apply(*seq, event);
+                    appended += 1;
+                    merges += u64::from(done.merges);
+                    refusals += u64::from(done.refusals);
+                    created += u64::from(done.created);
+                }
+                AppendOutcome::Appended(_) => appended += 1,
+                AppendOutcome::Duplicate => duplicates += 1,
+            }
+        }
+    }
+    let label = metrics::PathLabel { path: path.to_string() };
+    engine.metrics.events_ingested.get_or_create(&label).inc_by(appended);
+    engine.metrics.events_duplicate.get_or_create(&label).inc_by(duplicates);
+    engine.metrics.merges.inc_by(merges);
+    engine.metrics.merges_refused.inc_by(refusals);
+    engine.metrics.profiles_created.inc_by(created);
+    Ok(outcomes.to_vec())
+}

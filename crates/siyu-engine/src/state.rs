@@ -1,0 +1,490 @@
+//! A tenant's derived state, held in memory: identities, profiles and their folded scores.
+//!
+//! Invariant: a `TenantState` is a pure function of (the tenant's settings, the log prefix up to
+//! `applied_seq`). [`TenantState::apply`] is the only way events enter it, in seq order, so
+//! incremental ingestion and `siyu rebuild` produce identical states.
+
+use rustc_hash::FxHashMap;
+use siyu_model::event::EventKind;
+use siyu_model::event_type::FIRST_CUSTOM_CODE;
+use siyu_model::score::{ProfileFacts, RfmMeans};
+use siyu_model::{
+    Channel, Event, Fact, Identity, IdentityKind, Millis, ProfileId, ProfileScores, ScoringRules, Seq, TenantId,
+    TenantSettings,
+};
+
+use crate::intern::Interner;
+
+/// How one identity came to belong to a profile: the evidence an unmerge works from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityLink {
+    pub identity: Identity,
+    pub seq: Seq,
+    pub at: Millis,
+    pub channel: Channel,
+    pub account: u32,
+    pub source: u32,
+}
+
+/// One person as far as the log proves.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// Set once this profile was merged into an older one.
+    pub merged_into: Option<ProfileId>,
+    pub created_seq: Seq,
+    pub identities: Vec<IdentityLink>,
+    /// Every fact of the person, sorted by `(ts, seq)`.
+    pub facts: Vec<Fact>,
+    /// The fold of `facts`.
+    pub state: ProfileFacts,
+    /// Traits from `identify` calls and imports, latest value per key wins.
+    pub traits: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// Profiles merged into this one (directly).
+    pub absorbed: Vec<ProfileId>,
+    /// Channels the person has events on, as a bitmask of `Channel::code()`.
+    pub channels: u16,
+}
+
+/// A merge that happened: `merged` joined `survivor` because event `seq` carried identities of both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeRecord {
+    pub survivor: ProfileId,
+    pub merged: ProfileId,
+    pub seq: Seq,
+    pub at: Millis,
+    /// The identities of the event that proved the link.
+    pub evidence: Vec<Identity>,
+    /// The top-ranked identity each side held when merged; an unmerge forbids these two together.
+    pub survivor_anchor: Identity,
+    pub merged_anchor: Identity,
+}
+
+/// A merge or link that was refused, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedMerge {
+    pub seq: Seq,
+    pub at: Millis,
+    pub kept: ProfileId,
+    pub other: Option<ProfileId>,
+    pub identity: Identity,
+    pub reason: RefusalReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The merged profile would hold more identities of a kind than the tenant allows.
+    IdentityLimit,
+    /// An operator declared the two to be different people (unmerge).
+    CannotLink,
+}
+
+impl RefusalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::IdentityLimit => "identity_limit",
+            RefusalReason::CannotLink => "cannot_link",
+        }
+    }
+}
+
+/// What applying one event did, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub profile: ProfileId,
+    pub created: bool,
+    pub merges: u32,
+    pub refusals: u32,
+}
+
+/// Refusals are kept for inspection up to this many per tenant; the counter goes on.
+const REFUSALS_KEPT: usize = 10_000;
+
+pub struct TenantState {
+    pub tenant: TenantId,
+    pub settings: TenantSettings,
+    pub rules: ScoringRules,
+    pub applied_seq: Seq,
+    pub accounts: Interner,
+    pub groups: Interner,
+    pub sources: Interner,
+    pub custom_types: Interner,
+    /// `kind␟value` → the live profile holding it.
+    identity_index: FxHashMap<Box<str>, ProfileId>,
+    /// Index 0 is unused so that a `ProfileId` indexes directly.
+    profiles: Vec<Profile>,
+    pub merges: Vec<MergeRecord>,
+    pub refusals: Vec<RefusedMerge>,
+    pub refusal_count: u64,
+    pub live_profiles: u64,
+    pub event_count: u64,
+}
+
+fn identity_key(identity: &Identity) -> Box<str> {
+    let kind = identity.kind.as_str();
+    let mut key = String::with_capacity(kind.len() + 1 + identity.value.len());
+    key.push_str(kind);
+    key.push('\u{1f}');
+    key.push_str(&identity.value);
+    key.into_boxed_str()
+}
+
+impl TenantState {
+    pub fn new(tenant: TenantId, settings: TenantSettings) -> TenantState {
+        let rules = ScoringRules::compile(&settings.scores, |_| None);
+        TenantState {
+            tenant,
+            settings,
+            rules,
+            applied_seq: 0,
+            accounts: Interner::new(),
+            groups: Interner::new(),
+            sources: Interner::new(),
+            custom_types: Interner::new(),
+            identity_index: FxHashMap::default(),
+            profiles: vec![Profile::default()],
+            merges: Vec::new(),
+            refusals: Vec::new(),
+            refusal_count: 0,
+            live_profiles: 0,
+            event_count: 0,
+        }
+    }
+
+    /// Every profile id ever created, merged ones included, in creation order.
+    pub fn profile_ids(&self) -> impl Iterator<Item = ProfileId> + '_ {
+        (1..self.profiles.len() as ProfileId).filter(|id| self.profiles[*id as usize].merged_into.is_none())
+    }
+
+    pub fn profile_count_including_merged(&self) -> usize {
+        self.profiles.len() - 1
+    }
+
+    pub fn profile(&self, id: ProfileId) -> Option<&Profile> {
+        self.profiles.get(id as usize).filter(|_| id != 0)
+    }
+
+    /// Follows merges: the live profile an id (current or merged-away) now belongs to.
+    pub fn resolve(&self, mut id: ProfileId) -> Option<ProfileId> {
+        loop {
+            let profile = self.profile(id)?;
+            match profile.merged_into {
+                Some(next) => id = next,
+                None => return Some(id),
+            }
+        }
+    }
+
+    pub fn lookup(&self, identity: &Identity) -> Option<ProfileId> {
+        self.identity_index.get(&identity_key(identity)).copied()
+    }
+
+    /// The compact code of an event type; custom types are registered on first sight.
+    pub fn type_code(&mut self, kind: &EventKind) -> u16 {
+        match kind {
+            EventKind::Known(t) => t.code(),
+            EventKind::Custom(name) => {
+                let known = self.custom_types.get(name).is_some();
+                let code = FIRST_CUSTOM_CODE + self.custom_types.intern(name) as u16;
+                if !known && self.settings.scores.weights.contains_key(name.as_str()) {
+                    self.recompile_rules();
+                }
+                code
+            }
+        }
+    }
+
+    pub fn type_name(&self, code: u16) -> &str {
+        match siyu_model::EventType::from_code(code) {
+            Some(t) => t.as_str(),
+            None => self.custom_types.name(u32::from(code.saturating_sub(FIRST_CUSTOM_CODE))),
+        }
+    }
+
+    fn recompile_rules(&mut self) {
+        let custom = &self.custom_types;
+        self.rules =
+            ScoringRules::compile(&self.settings.scores, |name| custom.get(name).map(|i| FIRST_CUSTOM_CODE + i as u16));
+    }
+
+    /// Applies the event at `seq` (which must follow `applied_seq`): resolves its identities to
+    /// one profile (merging where the evidence says so), then folds it into that profile.
+    pub fn apply(&mut self, seq: Seq, event: &Event) -> ApplyOutcome {
+        debug_assert!(seq > self.applied_seq, "events must be applied in log order");
+        self.applied_seq = seq;
+        self.event_count += 1;
+        let outcome = self.resolve_identities(seq, event);
+        let code = self.type_code(&event.kind);
+        let fact = Fact {
+            ts: event.timestamp,
+            seq,
+            amount: event.amount.unwrap_or_default(),
+            code,
+            channel: event.channel,
+            account: self.accounts.intern(&event.account),
+            group: event.group_id.as_deref().map(|g| self.groups.intern(g)).unwrap_or(0),
+            source: event.source.as_ref().map(|s| self.sources.intern(&s.key())).unwrap_or(0),
+        };
+        let rules = &self.rules;
+        let profile = &mut self.profiles[outcome.profile as usize];
+        insert_fact(profile, fact, rules);
+        if let Some(traits) = event.traits.as_deref() {
+            merge_traits(profile, traits.get());
+        }
+        outcome
+    }
+
+    fn resolve_identities(&mut self, seq: Seq, event: &Event) -> ApplyOutcome {
+        let mut identities: Vec<&Identity> = event.identities.iter().collect();
+        identities.sort_by_key(|i| i.kind.rank());
+        let mut outcome = ApplyOutcome::default();
+        let mut target: Option<ProfileId> = None;
+        let mut unknown: Vec<&Identity> = Vec::new();
+        for identity in &identities {
+            match self.lookup(identity) {
+                None => unknown.push(identity),
+                Some(found) => match target {
+                    None => target = Some(found),
+                    Some(current) if current == found => {}
+                    Some(current) => match self.try_merge(current, found, seq, event) {
+                        Ok(survivor) => {
+                            target = Some(survivor);
+                            outcome.merges += 1;
+                        }
+                        Err(reason) => {
+                            self.refuse(seq, event.timestamp, current, Some(found), (*identity).clone(), reason);
+                            outcome.refusals += 1;
+                        }
+                    },
+                },
+            }
+        }
+        let top_is_unknown = identities.first().is_some_and(|top| unknown.first() == Some(top));
+        let target = match target {
+            Some(existing) if top_is_unknown && !self.can_link(existing, unknown[0]) => {
+                // The event's strongest identity is new and the profile found through a weaker
+                // one cannot take it (e.g. a shared anonymous_id): this is a different person.
+                outcome.created = true;
+                self.create_profile(seq)
+            }
+            Some(existing) => existing,
+            None => {
+                outcome.created = true;
+                self.create_profile(seq)
+            }
+        };
+        for identity in unknown {
+            if self.lookup(identity).is_some() {
+                continue; // linked a moment ago (same identity twice in one event)
+            }
+            if self.can_link(target, identity) {
+                self.link(target, identity.clone(), seq, event);
+            } else {
+                self.refuse(seq, event.timestamp, target, None, identity.clone(), RefusalReason::IdentityLimit);
+                outcome.refusals += 1;
+            }
+        }
+        outcome.profile = target;
+        outcome
+    }
+
+    fn create_profile(&mut self, seq: Seq) -> ProfileId {
+        let id = self.profiles.len() as ProfileId;
+        self.profiles.push(Profile { created_seq: seq, ..Profile::default() });
+        self.live_profiles += 1;
+        id
+    }
+
+    fn count_kind(&self, profile: ProfileId, kind: &IdentityKind) -> u32 {
+        self.profiles[profile as usize].identities.iter().filter(|l| &l.identity.kind == kind).count() as u32
+    }
+
+    fn can_link(&self, profile: ProfileId, identity: &Identity) -> bool {
+        if self.count_kind(profile, &identity.kind) >= self.settings.identity_limit(&identity.kind) {
+            return false;
+        }
+        // A new identity may not join a profile holding the other side of a cannot-link pair.
+        self.settings.cannot_link.iter().all(|rule| {
+            let pair = |x: &Identity, y: &Identity| x == identity && self.lookup(y) == Some(profile);
+            !(pair(&rule.a, &rule.b) || pair(&rule.b, &rule.a))
+        })
+    }
+
+    fn link(&mut self, profile: ProfileId, identity: Identity, seq: Seq, event: &Event) {
+        self.identity_index.insert(identity_key(&identity), profile);
+        let account = self.accounts.intern(&event.account);
+        let source = event.source.as_ref().map(|s| self.sources.intern(&s.key())).unwrap_or(0);
+        self.profiles[profile as usize].identities.push(IdentityLink {
+            identity,
+            seq,
+            at: event.timestamp,
+            channel: event.channel,
+            account,
+            source,
+        });
+    }
+
+    fn refuse(
+        &mut self,
+        seq: Seq,
+        at: Millis,
+        kept: ProfileId,
+        other: Option<ProfileId>,
+        identity: Identity,
+        reason: RefusalReason,
+    ) {
+        self.refusal_count += 1;
+        if self.refusals.len() < REFUSALS_KEPT {
+            self.refusals.push(RefusedMerge { seq, at, kept, other, identity, reason });
+        }
+        tracing::debug!(tenant = %self.tenant, seq, kept, ?other, reason = reason.as_str(), "identity link refused");
+    }
+
+    fn anchor(&self, profile: ProfileId) -> Option<Identity> {
+        self.profiles[profile as usize]
+            .identities
+            .iter()
+            .min_by_key(|l| (l.identity.kind.rank(), l.seq))
+            .map(|l| l.identity.clone())
+    }
+
+    fn merge_refusal(&self, a: ProfileId, b: ProfileId) -> Option<RefusalReason> {
+        // Kinds only `b` holds cannot exceed the limit: `b` alone already respects it.
+        let mut kinds: Vec<&IdentityKind> =
+            self.profiles[a as usize].identities.iter().map(|l| &l.identity.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        for kind in kinds {
+            if self.count_kind(a, kind) + self.count_kind(b, kind) > self.settings.identity_limit(kind) {
+                return Some(RefusalReason::IdentityLimit);
+            }
+        }
+        let holds = |p: ProfileId, id: &Identity| self.lookup(id) == Some(p);
+        let forbidden = self
+            .settings
+            .cannot_link
+            .iter()
+            .any(|rule| (holds(a, &rule.a) && holds(b, &rule.b)) || (holds(a, &rule.b) && holds(b, &rule.a)));
+        forbidden.then_some(RefusalReason::CannotLink)
+    }
+
+    /// Merges the younger of `a`, `b` into the older; returns the survivor.
+    fn try_merge(&mut self, a: ProfileId, b: ProfileId, seq: Seq, event: &Event) -> Result<ProfileId, RefusalReason> {
+        if let Some(reason) = self.merge_refusal(a, b) {
+            return Err(reason);
+        }
+        let (survivor, merged) = if a < b { (a, b) } else { (b, a) };
+        let survivor_anchor = self.anchor(survivor).expect("a live profile holds an identity");
+        let merged_anchor = self.anchor(merged).expect("a live profile holds an identity");
+        let taken = std::mem::take(&mut self.profiles[merged as usize]);
+        for link in &taken.identities {
+            self.identity_index.insert(identity_key(&link.identity), survivor);
+        }
+        let rules = &self.rules;
+        let target = &mut self.profiles[survivor as usize];
+        target.identities.extend(taken.identities);
+        target.facts = merge_sorted(std::mem::take(&mut target.facts), taken.facts);
+        target.state = refold(&target.facts, rules);
+        target.channels |= taken.channels;
+        if let Some(traits) = taken.traits {
+            let mine = target.traits.get_or_insert_with(Default::default);
+            for (k, v) in *traits {
+                mine.entry(k).or_insert(v);
+            }
+        }
+        target.absorbed.push(merged);
+        target.absorbed.extend(taken.absorbed);
+        let placeholder = &mut self.profiles[merged as usize];
+        placeholder.merged_into = Some(survivor);
+        placeholder.created_seq = taken.created_seq;
+        self.live_profiles -= 1;
+        self.merges.push(MergeRecord {
+            survivor,
+            merged,
+            seq,
+            at: event.timestamp,
+            evidence: event.identities.clone(),
+            survivor_anchor,
+            merged_anchor,
+        });
+        Ok(survivor)
+    }
+
+    /// The scores of a live profile at `t`.
+    pub fn scores_at(&self, id: ProfileId, t: Millis) -> Option<ProfileScores> {
+        let profile = self.profile(id)?;
+        if profile.state.last_ts <= t {
+            return Some(profile.state.scores_at(&profile.facts, t, &self.rules));
+        }
+        // Facts later than `t` exist: fold the prefix (an "as of" query into the past).
+        let prefix = ProfileFacts::fold(&profile.facts, t, &self.rules);
+        Some(prefix.scores_at(&profile.facts, t, &self.rules))
+    }
+
+    /// The buyers' RFM means at `t`, over every live profile.
+    pub fn rfm_means(&self, t: Millis) -> RfmMeans {
+        let inputs: Vec<_> = self
+            .profile_ids()
+            .filter_map(|id| {
+                let p = &self.profiles[id as usize];
+                p.state.last_paid?;
+                siyu_model::score::rfm_input(&p.facts, t, &self.rules)
+            })
+            .collect();
+        RfmMeans::from_inputs(&inputs)
+    }
+
+    /// Replaces the settings; the caller re-materialises the state from the log afterwards.
+    pub fn set_settings(&mut self, settings: TenantSettings) {
+        self.settings = settings;
+        self.recompile_rules();
+    }
+}
+
+fn refold(facts: &[Fact], rules: &ScoringRules) -> ProfileFacts {
+    let mut state = ProfileFacts::default();
+    for fact in facts {
+        state.apply(fact, rules);
+    }
+    state
+}
+
+fn insert_fact(profile: &mut Profile, fact: Fact, rules: &ScoringRules) {
+    profile.channels |= 1 << fact.channel.code();
+    let in_order = profile.facts.last().is_none_or(|last| last.order_key() <= fact.order_key());
+    if in_order {
+        profile.facts.push(fact);
+        profile.state.apply(&fact, rules);
+        return;
+    }
+    // A late event: put it in its place and fold again. Rare in practice (clock skew, backfills).
+    let at = profile.facts.partition_point(|f| f.order_key() <= fact.order_key());
+    profile.facts.insert(at, fact);
+    profile.state = refold(&profile.facts, rules);
+}
+
+fn merge_sorted(a: Vec<Fact>, b: Vec<Fact>) -> Vec<Fact> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].order_key() <= b[j].order_key() {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+fn merge_traits(profile: &mut Profile, raw: &str) {
+    let Ok(serde_json::Value::Object(incoming)) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return;
+    };
+    let traits = profile.traits.get_or_insert_with(Default::default);
+    for (k, v) in incoming {
+        traits.insert(k, v);
+    }
+}

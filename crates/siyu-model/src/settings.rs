@@ -1,0 +1,65 @@
+//! A tenant's configuration: everything that, together with the event log, determines every
+//! derived value. `siyu rebuild` reads the log *and* these settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Identity, IdentityKind};
+use crate::score::{ConfigError, ScoreConfig};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    pub scores: ScoreConfig,
+    /// Segment `track` event names mapped to siyu types, on top of the built-in e-commerce mapping.
+    pub event_mapping: BTreeMap<String, String>,
+    /// Per identity kind, how many identities of that kind one profile may hold.
+    pub identity_limits: BTreeMap<String, u32>,
+    /// Pairs of identities an operator has declared to be different people (`unmerge`).
+    pub cannot_link: Vec<CannotLink>,
+}
+
+/// Two identities that must never end up in one profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CannotLink {
+    pub a: Identity,
+    pub b: Identity,
+    /// Who declared it and why, for the audit trail.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl TenantSettings {
+    pub fn identity_limit(&self, kind: &IdentityKind) -> u32 {
+        self.identity_limits.get(kind.as_str()).copied().unwrap_or_else(|| kind.default_limit())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.scores.validate()?;
+        for (kind, limit) in &self.identity_limits {
+            if IdentityKind::parse(kind).is_err() {
+                return Err(ConfigError {
+                    field: format!("identity_limits.{kind}"),
+                    message: "not an identity kind".into(),
+                });
+            }
+            if *limit == 0 {
+                return Err(ConfigError {
+                    field: format!("identity_limits.{kind}"),
+                    message: "limit must be at least 1".into(),
+                });
+            }
+        }
+        for (name, target) in &self.event_mapping {
+            let known = crate::EventType::parse(target).is_some() || crate::event_type::is_valid_custom_name(target);
+            if !known {
+                return Err(ConfigError {
+                    field: format!("event_mapping.{name}"),
+                    message: format!("{target:?} is not an event type"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

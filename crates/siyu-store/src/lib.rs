@@ -1,0 +1,136 @@
+//! siyu's storage boundary. The engine keeps hot state in memory; what must survive a restart —
+//! tenants, keys, settings and the append-only event log — goes through the [`Store`] trait, with
+//! an embedded SQLite back-end (default) and a PostgreSQL one (`DATABASE_URL`). This is the only
+//! crate that writes SQL.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use siyu_model::{Event, Industry, Millis, Seq, TenantId, TenantSettings};
+
+mod codec;
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+
+pub use codec::{decode_identities, encode_identities};
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub industry: Industry,
+    pub settings: TenantSettings,
+    pub created_at: Millis,
+}
+
+/// What a key may do: a write key only ingests; a secret key manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    Write,
+    Secret,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Write => "write",
+            KeyKind::Secret => "secret",
+        }
+    }
+
+    fn parse(text: &str) -> KeyKind {
+        if text == "secret" {
+            KeyKind::Secret
+        } else {
+            KeyKind::Write
+        }
+    }
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Durably appended at this position of the tenant's log.
+    Appended(Seq),
+    /// The tenant's log already holds an event with this `message_id`: nothing was written.
+    Duplicate,
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: Seq,
+    pub event: Event,
+}
+
+/// How much of each event a scan reads. Replays need only the envelope; timelines need it all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanDetail {
+    /// Everything but `properties`, `traits` and `context`.
+    Envelope,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a tenant named {0:?} already exists")]
+    TenantExists(String),
+    #[error("no tenant {0}")]
+    NoSuchTenant(TenantId),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("failed to open the database: {0}")]
+    Open(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything siyu persists. Every method that touches tenant data takes the tenant first.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    async fn create_tenant(&self, name: &str, industry: Industry, keys: &[(KeyKind, String)]) -> Result<TenantRecord>;
+    async fn tenants(&self) -> Result<Vec<TenantRecord>>;
+    async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantRecord>>;
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<TenantRecord>>;
+    /// Finds the tenant owning a key, by the key's SHA-256 hash (keys are never stored in clear).
+    async fn tenant_by_key_hash(&self, key_hash: &str) -> Result<Option<(TenantId, KeyKind)>>;
+    async fn add_key(&self, tenant: TenantId, kind: KeyKind, key_hash: &str) -> Result<()>;
+    async fn save_settings(&self, tenant: TenantId, settings: &TenantSettings) -> Result<()>;
+
+    /// Appends events (possibly of several tenants) in one durable transaction, in order.
+    /// Returns one outcome per event; an event whose `message_id` its tenant already has is
+    /// skipped. Returns only after the commit is durable.
+    async fn append(&self, batch: &[(TenantId, Event)]) -> Result<Vec<AppendOutcome>>;
+    /// Events of a tenant with `seq > after`, in seq order, at most `limit`.
+    async fn scan(&self, tenant: TenantId, after: Seq, limit: usize, detail: ScanDetail) -> Result<Vec<StoredEvent>>;
+    /// The events at these positions (any order in, seq order out); missing ones are skipped.
+    async fn events_by_seq(&self, tenant: TenantId, seqs: &[Seq]) -> Result<Vec<StoredEvent>>;
+    async fn event_count(&self, tenant: TenantId) -> Result<u64>;
+}
+
+/// Opens the store named by a URL: `postgres://…` for PostgreSQL, anything else is a SQLite
+/// file path (optionally prefixed `sqlite://`). Migrations are applied on open.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path))?))
+    }
+}
