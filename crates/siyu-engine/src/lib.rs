@@ -75,6 +75,15 @@ pub struct NewTenant {
     pub secret_key: String,
 }
 
+/// Events queued for the pipeline; see [`Engine::submit`].
+pub struct Pending(oneshot::Receiver<Result<Vec<AppendOutcome>>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<Vec<AppendOutcome>> {
+        self.0.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+}
+
 struct IngestRequest {
     tenant: TenantId,
     path: &'static str,
@@ -183,16 +192,23 @@ impl Engine {
 
     /// Appends events durably and applies them; returns one outcome per event once both are done.
     pub async fn ingest(&self, tenant: TenantId, path: &'static str, events: Vec<Event>) -> Result<Vec<AppendOutcome>> {
+        self.submit(tenant, path, events).await?.wait().await
+    }
+
+    /// Queues events for the pipeline and returns at once; the [`Pending`] resolves when they are
+    /// durable and applied. Lets a bulk loader keep several groups in flight, in order.
+    pub async fn submit(&self, tenant: TenantId, path: &'static str, events: Vec<Event>) -> Result<Pending> {
+        let (reply, rx) = oneshot::channel();
         if events.is_empty() {
-            return Ok(Vec::new());
+            let _ = reply.send(Ok(Vec::new()));
+            return Ok(Pending(rx));
         }
         self.tenant(tenant)?;
-        let (reply, rx) = oneshot::channel();
         self.ingest_tx
             .send(IngestRequest { tenant, path, events, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
+        Ok(Pending(rx))
     }
 
     /// Saves new settings and re-derives the tenant's state from the log under them.

@@ -278,17 +278,35 @@ pub fn derived_message_id(raw: &[u8]) -> String {
     format!("h-{hash:032x}")
 }
 
+/// Parses one native event from its JSON text: the single entry point of the API and the import.
+pub fn parse_native(raw: &str, received_at: Millis, limits: TimeLimits) -> Result<Event, EventError> {
+    let native: NativeEvent = serde_json::from_str(raw).map_err(|e| json_error(&e))?;
+    native.into_event(received_at, limits, raw.as_bytes())
+}
+
+/// A serde error as an [`EventError`], naming the field where serde names one.
+pub fn json_error(e: &serde_json::Error) -> EventError {
+    let text = e.to_string();
+    let field = text
+        .split('`')
+        .nth(1)
+        .filter(|_| text.starts_with("unknown field") || text.starts_with("missing field"))
+        .unwrap_or("")
+        .to_string();
+    let code = match e.classify() {
+        serde_json::error::Category::Data if text.starts_with("unknown field") => "unknown_field",
+        serde_json::error::Category::Data => "invalid_field",
+        _ => "invalid_json",
+    };
+    EventError::new(code, field, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Event, EventError> {
-        let native: NativeEvent = serde_json::from_str(json).unwrap();
-        native.into_event(
-            Millis::parse_rfc3339("2026-11-03T00:00:00Z").unwrap(),
-            TimeLimits::default(),
-            json.as_bytes(),
-        )
+        parse_native(json, Millis::parse_rfc3339("2026-11-03T00:00:00Z").unwrap(), TimeLimits::default())
     }
 
     #[test]
@@ -320,6 +338,7 @@ mod tests {
             (r#"{"type":"order_paid","identities":{"user_id":"u"}}"#, "amount"),
             (r#"{"type":"order_paid","identities":{"user_id":"u"},"amount":1.234}"#, "amount"),
             (r#"{"type":"group_join","identities":{"user_id":"u"}}"#, "properties.group_id"),
+            (r#"{"type":"like","identities":{"user_id":"u"},"colour":"red"}"#, "colour"),
         ];
         for (json, field) in cases {
             assert_eq!(parse(json).unwrap_err().field, field, "{json}");

@@ -1,0 +1,27 @@
+//! The native API under `/api/v1`: ingestion, profiles, the tenant's summary and settings.
+
+mod events;
+mod profiles;
+mod tenant;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+
+pub use events::IngestResponse;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(events::routes()).merge(profiles::routes()).merge(tenant::routes())
+}
+
+/// Parses an optional RFC 3339 `as_of` query parameter.
+pub(crate) fn parse_as_of(value: Option<&str>) -> Result<Option<siyu_model::Millis>, crate::error::ApiError> {
+    value
+        .map(|text| {
+            siyu_model::Millis::parse_rfc3339(text).ok_or_else(|| {
+                crate::error::ApiError::new("invalid_query", format!("as_of {text:?} is not an RFC 3339 timestamp"))
+                    .with_field("as_of")
+            })
+        })
+        .transpose()
+}

@@ -1,0 +1,110 @@
+//! One error type for every HTTP response that is not a success, with a stable registry of codes:
+//! each code has one status, and the JSON body always carries `code` and `message` (plus the
+//! offending `field`, and per-item `errors` for batches). 5xx causes are logged, never returned.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The error body of every failed request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `invalid_json`, `missing_identity`, `batch_too_large`.
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For batches: the items that were refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ItemError>,
+}
+
+/// One refused item of a batch.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ItemError {
+    /// Position of the item in the batch (0-based).
+    pub index: usize,
+    pub code: String,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+/// The registry: code → status. Codes not listed are 400.
+pub fn status_of(code: &str) -> StatusCode {
+    match code {
+        "missing_key" | "invalid_key" => StatusCode::UNAUTHORIZED,
+        "forbidden" => StatusCode::FORBIDDEN,
+        "not_found" | "no_such_profile" | "no_such_route" => StatusCode::NOT_FOUND,
+        "payload_too_large" | "batch_too_large" | "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
+        "conflict" | "tenant_exists" => StatusCode::CONFLICT,
+        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: status_of(code),
+            body: ErrorBody { code: code.to_string(), message: message.into(), field: None, errors: Vec::new() },
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+        let field = field.into();
+        if !field.is_empty() {
+            self.body.field = Some(field);
+        }
+        self
+    }
+
+    pub fn with_errors(mut self, errors: Vec<ItemError>) -> ApiError {
+        self.body.errors = errors;
+        self
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new("internal", "internal error, see the server log")
+    }
+
+    pub fn code(&self) -> &str {
+        &self.body.code
+    }
+}
+
+impl From<siyu_engine::EngineError> for ApiError {
+    fn from(e: siyu_engine::EngineError) -> ApiError {
+        use siyu_engine::EngineError as E;
+        match e {
+            E::NoSuchTenant(_) => ApiError::new("invalid_key", "the key's tenant does not exist"),
+            E::NoSuchProfile(id) => ApiError::new("no_such_profile", format!("profile {id} not found")),
+            E::InvalidSettings(c) => ApiError::new("invalid_settings", c.message).with_field(c.field),
+            E::NotMerged { .. } => ApiError::new("not_merged", e.to_string()),
+            E::ShuttingDown => ApiError::new("unavailable", "the server is shutting down"),
+            E::Store(s) => ApiError::internal(s),
+        }
+    }
+}
+
+impl From<siyu_model::EventError> for ApiError {
+    fn from(e: siyu_model::EventError) -> ApiError {
+        ApiError::new(e.code, e.message).with_field(e.field)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}

@@ -1,0 +1,84 @@
+//! siyu's HTTP face: the native API under `/api/v1`, the Segment-compatible tracking API under
+//! `/v1`, and `/healthz`, `/metrics`, `/openapi.json`. The only crate that knows HTTP.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ops;
+pub mod segment;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use siyu_engine::metrics::{PathLabel, RouteLabel};
+use siyu_engine::Engine;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub limits: Limits,
+}
+
+/// Request size limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest native `/api/v1/events` body, after decompression.
+    pub max_native_body: usize,
+    pub segment: siyu_connect::SegmentLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_native_body: 8 * 1024 * 1024, segment: siyu_connect::SegmentLimits::default() }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "siyu",
+        description = "私域 — the private-domain operations platform: native and Segment-compatible API"
+    ),
+    components(schemas(error::ErrorBody, error::ItemError))
+)]
+struct ApiDoc;
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::routes())
+        .merge(segment::routes())
+        .merge(ops::routes())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .route("/openapi.json", axum::routing::get(move || ops::openapi_json(openapi.clone())))
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
+        // Segment SDKs and others may gzip request bodies.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Counts requests and their latency per route, and every 4xx by error code.
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.engine.metrics;
+    metrics.http_seconds.get_or_create(&PathLabel { path: route.clone() }).observe(started.elapsed().as_secs_f64());
+    metrics.http_requests.get_or_create(&RouteLabel { route, status: response.status().as_u16() }).inc();
+    response
+}

@@ -1,0 +1,78 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod demo;
+pub mod import;
+pub mod rebuild;
+pub mod serve;
+pub mod simulate;
+pub mod tenant;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use siyu_engine::Engine;
+use siyu_model::TenantId;
+
+use crate::settings::Settings;
+
+/// Opens the configured store and loads the engine (replaying every tenant's log).
+pub async fn open_engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
+    let store = siyu_store::open(&settings.store.url)
+        .await
+        .with_context(|| format!("failed to open the store at {}", redact(&settings.store.url)))?;
+    Engine::start(store, settings.engine_config()).await.context("failed to load the engine")
+}
+
+/// A tenant by name or numeric id.
+pub async fn find_tenant(engine: &Engine, name_or_id: &str) -> anyhow::Result<TenantId> {
+    if let Some(record) = engine.store().tenant_by_name(name_or_id).await? {
+        return Ok(record.id);
+    }
+    if let Ok(id) = name_or_id.parse::<i64>() {
+        if engine.store().tenant(TenantId(id)).await?.is_some() {
+            return Ok(TenantId(id));
+        }
+    }
+    anyhow::bail!("no tenant named {name_or_id:?} (see `siyu tenant list`)")
+}
+
+/// Hides a password in a database URL before printing it.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Serves the app until Ctrl-C.
+pub async fn serve(engine: Arc<Engine>, bind: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("failed to listen on {bind}"))?;
+    let app = siyu_server::app(siyu_server::AppState { engine: engine.clone(), limits: Default::default() });
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("server failed")?;
+    engine.shutdown();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("siyu-data/siyu.db"), "siyu-data/siyu.db");
+    }
+}
