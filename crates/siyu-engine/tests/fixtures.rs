@@ -29,12 +29,11 @@ fn expected() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap()).unwrap()
 }
 
-async fn engine() -> (tempfile::TempDir, Arc<Engine>, TenantId) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = siyu_store::open(dir.path().join("siyu.db").to_str().unwrap()).await.unwrap();
+async fn engine(url: &str) -> (Arc<Engine>, TenantId) {
+    let store = siyu_store::open(url).await.unwrap();
     let engine = Engine::start(store, EngineConfig::default()).await.unwrap();
     let tenant = engine.create_tenant("fixture", Industry::ConsumerGoods).await.unwrap().record.id;
-    (dir, engine, tenant)
+    (engine, tenant)
 }
 
 fn check_all(engine: &Engine, tenant: TenantId, stage: &str) {
@@ -75,12 +74,27 @@ fn check_all(engine: &Engine, tenant: TenantId, stage: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixture_scores_incremental_replayed_and_reordered() {
+async fn fixture_scores_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture_scores(dir.path().join("siyu.db").to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixture_scores_on_postgres() {
+    let Some(db) = siyu_store::scratch::ScratchDatabase::from_test_env().await else {
+        println!("note: SIYU_TEST_DATABASE_URL is not set; skipping the PostgreSQL run");
+        return;
+    };
+    fixture_scores(&db.url).await;
+    db.drop_database().await;
+}
+
+async fn fixture_scores(url: &str) {
     let as_of = Millis::parse_rfc3339(expected()["as_of"].as_str().unwrap()).unwrap();
     let events = load_events(Millis::now());
 
     // Arrival order of the file, in small batches as an API client would send them.
-    let (_dir, engine, tenant) = engine().await;
+    let (engine, tenant) = engine(url).await;
     for chunk in events.chunks(7) {
         engine.ingest(tenant, "test", chunk.to_vec()).await.unwrap();
     }
@@ -106,4 +120,12 @@ async fn fixture_scores_incremental_replayed_and_reordered() {
     reversed.reverse();
     engine.ingest(other, "test", reversed).await.unwrap();
     check_all(&engine, other, "reversed");
+    engine.shutdown();
+
+    // A restart replays the log: the same values again.
+    drop(engine);
+    let restarted = Engine::start(siyu_store::open(url).await.unwrap(), EngineConfig::default()).await.unwrap();
+    check_all(&restarted, tenant, "restarted");
+    check_all(&restarted, other, "restarted, reversed");
+    restarted.shutdown();
 }

@@ -208,6 +208,19 @@ impl NativeEvent {
         if account.len() > 128 {
             return Err(EventError::new("invalid_field", "account", "account is longer than 128 bytes"));
         }
+        // Control characters (NUL above all) are refused at the edge: PostgreSQL cannot store
+        // them, and one such event must not fail the batch it travels in.
+        check_text("message_id", &message_id)?;
+        check_text("account", &account)?;
+        if let Some(source) = &self.source {
+            check_text("source.kind", &source.kind)?;
+            check_text("source.id", &source.id)?;
+        }
+        for (field, raw) in [("properties", &self.properties), ("traits", &self.traits), ("context", &self.context)] {
+            if raw.as_ref().is_some_and(|r| r.get().contains("\\u0000")) {
+                return Err(EventError::new("invalid_field", field, "JSON strings may not contain NUL (\\u0000)"));
+            }
+        }
         let currency = self.currency.filter(|c| !c.is_empty());
         if let Some(c) = &currency {
             if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -235,6 +248,13 @@ impl NativeEvent {
             context: self.context,
         })
     }
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), EventError> {
+    if value.chars().any(char::is_control) {
+        return Err(EventError::new("invalid_field", field, format!("{field} contains control characters")));
+    }
+    Ok(())
 }
 
 /// Refuses timestamps too far in the future or before 2000.
@@ -339,6 +359,8 @@ mod tests {
             (r#"{"type":"order_paid","identities":{"user_id":"u"},"amount":1.234}"#, "amount"),
             (r#"{"type":"group_join","identities":{"user_id":"u"}}"#, "properties.group_id"),
             (r#"{"type":"like","identities":{"user_id":"u"},"colour":"red"}"#, "colour"),
+            (r#"{"type":"like","identities":{"user_id":"u"},"account":"a\u0000b"}"#, "account"),
+            (r#"{"type":"like","identities":{"user_id":"u"},"properties":{"x":"a\u0000"}}"#, "properties"),
         ];
         for (json, field) in cases {
             assert_eq!(parse(json).unwrap_err().field, field, "{json}");

@@ -11,6 +11,7 @@ use siyu_model::{Event, Industry, Millis, Seq, TenantId, TenantSettings};
 mod codec;
 mod migrate;
 pub mod postgres;
+pub mod scratch;
 pub mod sqlite;
 
 pub use codec::{decode_identities, encode_identities};
@@ -68,7 +69,7 @@ pub struct StoredEvent {
 /// How much of each event a scan reads. Replays need only the envelope; timelines need it all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanDetail {
-    /// Everything but `properties`, `traits` and `context`.
+    /// Everything but `properties` and `context` (traits are kept: replays fold them).
     Envelope,
     Full,
 }

@@ -30,19 +30,40 @@ struct Writer {
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // The busy timeout first: the pragmas below may need a lock another process holds.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL + synchronous=FULL: a commit is durable when it returns (fsync of the WAL).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -262_144)?; // 256 MiB
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(())
+}
+
+fn is_busy(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        // Two processes creating the same new file at once (a server and an import) can find it
+        // locked while the other switches it to WAL; that passes within moments, so retry.
+        let mut attempt = 0;
+        loop {
+            match SqliteStore::open_once(path) {
+                Err(e) if is_busy(&e) && attempt < 50 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20 * attempt.min(10)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
@@ -83,7 +104,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )?;
     for migration in crate::migrate::SQLITE {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let applied: Option<i64> = tx
             .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [migration.version], |r| r.get(0))
             .optional()?;
@@ -133,14 +154,14 @@ fn event_from_row(row: &rusqlite::Row<'_>, detail: ScanDetail) -> rusqlite::Resu
         source_id: row.get(11)?,
         group_id: row.get(12)?,
         properties: if full { row.get(13)? } else { None },
-        traits: if full { row.get(14)? } else { None },
+        traits: row.get(14)?,
         context: if full { row.get(15)? } else { None },
     })
 }
 
 fn select_events(detail: ScanDetail) -> String {
     match detail {
-        ScanDetail::Envelope => format!("SELECT {EVENT_COLUMNS} FROM events"),
+        ScanDetail::Envelope => format!("SELECT {EVENT_COLUMNS}, NULL, traits, NULL FROM events"),
         ScanDetail::Full => format!("SELECT {EVENT_COLUMNS}, properties, traits, context FROM events"),
     }
 }
