@@ -300,7 +300,7 @@ pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSe
     // Read the next page while folding this one: the disk and the fold overlap.
     let mut next = Some(tokio::spawn(scan_page(store.clone(), tenant, after)));
     while let Some(pending) = next.take() {
-        let page = pending.await.map_err(|e| StoreError::Task(e.to_string()))??;
+        let page = pending.await.map_err(StoreError::from)??;
         let Some(last) = page.last() else { break };
         after = last.seq;
         if page.len() == REPLAY_PAGE {
@@ -370,8 +370,10 @@ async fn run_pipeline(engine: Arc<Engine>, mut rx: mpsc::Receiver<IngestRequest>
                 None => return,
             },
             _ = follow.tick() => {
-                if let Err(e) = engine.follow_log().await {
-                    tracing::warn!(error = %e, "failed to follow the log");
+                match engine.follow_log().await {
+                    Ok(_) => {}
+                    Err(EngineError::Store(StoreError::Cancelled)) => return,
+                    Err(e) => tracing::warn!(error = %e, "failed to follow the log"),
                 }
                 continue;
             }

@@ -96,9 +96,22 @@ pub enum StoreError {
     Postgres(#[from] sqlx::Error),
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The runtime is shutting down and cancelled the storage call.
+    #[error("storage call cancelled by shutdown")]
+    Cancelled,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> StoreError {
+        if e.is_cancelled() {
+            StoreError::Cancelled
+        } else {
+            StoreError::Task(e.to_string())
+        }
+    }
+}
 
 /// Everything siyu persists. Every method that touches tenant data takes the tenant first.
 #[async_trait]

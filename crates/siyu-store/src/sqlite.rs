@@ -87,15 +87,12 @@ impl SqliteStore {
             let guard = inner.readers.iter().find_map(|r| r.try_lock()).unwrap_or_else(|| inner.readers[0].lock());
             f(&guard)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .await?
     }
 
     async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&mut inner.writer.lock()))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(&mut inner.writer.lock())).await?
     }
 }
 

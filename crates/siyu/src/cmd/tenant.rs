@@ -57,5 +57,6 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             println!("{}", engine.issue_key(id, kind).await?);
         }
     }
+    engine.shutdown();
     Ok(ExitCode::SUCCESS)
 }
