@@ -160,6 +160,19 @@ pub struct TenantSummary {
     pub channels: Vec<Count>,
 }
 
+/// One channel account (矩阵号) of the tenant, with its audience now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccountSummary {
+    pub channel: String,
+    pub account: String,
+    pub events: u64,
+    /// People with at least one event on this account.
+    pub people: u64,
+    pub followers: u64,
+    pub subscribers: u64,
+    pub wecom_contacts: u64,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MergeView {
     pub survivor: ProfileId,
@@ -384,6 +397,50 @@ impl TenantState {
             .map(|c| Count { key: c.to_string(), label: c.to_string(), count: channels[*c as usize] })
             .collect();
         s
+    }
+
+    /// Every (channel, account) the tenant's events name, with its audience.
+    pub fn accounts(&self) -> Vec<AccountSummary> {
+        let mut rows: std::collections::BTreeMap<(Channel, u32), AccountSummary> = Default::default();
+        let mut seen: Vec<(Channel, u32)> = Vec::new();
+        for id in self.profile_ids() {
+            let profile = self.profile(id).expect("live profile");
+            seen.clear();
+            for fact in &profile.facts {
+                let key = (fact.channel, fact.account);
+                let entry = rows.entry(key).or_insert_with(|| AccountSummary {
+                    channel: fact.channel.to_string(),
+                    account: self.accounts.name(fact.account).to_string(),
+                    events: 0,
+                    people: 0,
+                    followers: 0,
+                    subscribers: 0,
+                    wecom_contacts: 0,
+                });
+                entry.events += 1;
+                if !seen.contains(&key) {
+                    seen.push(key);
+                    entry.people += 1;
+                }
+            }
+            let state = &profile.state;
+            for key in state.followed_accounts() {
+                if let Some(entry) = rows.get_mut(&key) {
+                    entry.followers += 1;
+                }
+            }
+            for key in state.subscribed_accounts() {
+                if let Some(entry) = rows.get_mut(&key) {
+                    entry.subscribers += 1;
+                }
+            }
+            for key in state.wecom_accounts() {
+                if let Some(entry) = rows.get_mut(&key) {
+                    entry.wecom_contacts += 1;
+                }
+            }
+        }
+        rows.into_values().collect()
     }
 
     pub fn merge_history(&self, id: ProfileId) -> Vec<MergeView> {

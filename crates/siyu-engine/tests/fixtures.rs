@@ -105,6 +105,17 @@ async fn fixture_scores(url: &str) {
     assert_eq!(summary.profiles, 60, "one profile per person after merges");
     assert!(summary.merges > 0);
 
+    // The matrix accounts: each named by the events, all events accounted for.
+    let accounts = engine.tenant(tenant).unwrap().state.read().accounts();
+    let names: Vec<(String, String)> = accounts.iter().map(|a| (a.channel.clone(), a.account.clone())).collect();
+    assert!(
+        names.contains(&("douyin".into(), "brand-main".into()))
+            && names.contains(&("douyin".into(), "brand-outlet".into()))
+    );
+    assert_eq!(accounts.iter().map(|a| a.events).sum::<u64>(), events.len() as u64);
+    assert!(accounts.iter().all(|a| a.followers <= a.people && a.people <= 60));
+    assert!(accounts.iter().any(|a| a.followers > 0));
+
     // A retry of everything changes nothing.
     let outcomes = engine.ingest(tenant, "test", events.clone()).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == siyu_store::AppendOutcome::Duplicate));

@@ -2,7 +2,7 @@
 
 use axum::extract::{Query, State};
 use axum::Json;
-use siyu_engine::query::{RefusalView, TenantSummary};
+use siyu_engine::query::{AccountSummary, RefusalView, TenantSummary};
 use siyu_model::TenantSettings;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,7 +14,11 @@ use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(summary)).routes(routes!(get_settings, put_settings)).routes(routes!(refusals))
+    OpenApiRouter::new()
+        .routes(routes!(summary))
+        .routes(routes!(accounts))
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(refusals))
 }
 
 /// Counts per tier, pool stage, ownership level, RFM group and channel; orders and revenue.
@@ -27,6 +31,17 @@ async fn summary(
 ) -> Result<Json<TenantSummary>, ApiError> {
     let as_of = parse_as_of(query.as_of.as_deref())?;
     Ok(Json(state.engine.summary(tenant, as_of)?))
+}
+
+/// The tenant's channel accounts (矩阵号) with events, people, followers, subscribers and WeCom
+/// contacts per account.
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "tenant",
+    responses((status = 200, body = [AccountSummary])), security(("bearer" = [])))]
+async fn accounts(
+    State(state): State<AppState>,
+    Manager(tenant): Manager,
+) -> Result<Json<Vec<AccountSummary>>, ApiError> {
+    Ok(Json(state.engine.tenant(tenant)?.state.read().accounts()))
 }
 
 /// The tenant's settings: score weights, half-life, thresholds, windows, event mapping, identity limits.
