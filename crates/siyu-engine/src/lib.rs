@@ -88,7 +88,9 @@ struct IngestRequest {
     tenant: TenantId,
     path: &'static str,
     events: Vec<Event>,
-    reply: oneshot::Sender<Result<Vec<AppendOutcome>>>,
+    /// `events.len()` as submitted (the events themselves move into the commit batch).
+    events_len: usize,
+    reply: Reply,
 }
 
 pub struct Engine {
@@ -205,7 +207,7 @@ impl Engine {
         }
         self.tenant(tenant)?;
         self.ingest_tx
-            .send(IngestRequest { tenant, path, events, reply })
+            .send(IngestRequest { tenant, path, events_len: events.len(), events, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         Ok(Pending(rx))
@@ -356,27 +358,21 @@ async fn catch_up(store: &Arc<dyn Store>, runtime: &TenantRuntime, until: Option
     Ok(applied)
 }
 
-/// The ingest pipeline: one task takes every waiting request, commits them as one group, applies
-/// the new events in log order, then acknowledges. While a commit is in flight the next group
-/// gathers, so the fsync cost is shared by everyone waiting (group commit).
+/// The ingest pipeline, in two stages. The committer takes every waiting request, appends them as
+/// one durable transaction (group commit: one fsync shared by everyone waiting) and hands the group
+/// to the applier; while the applier folds group N into the in-memory state and acknowledges it,
+/// the committer is already writing group N+1. Both stages are single tasks fed in order, so events
+/// are applied — and acknowledged — in log order.
 async fn run_pipeline(engine: Arc<Engine>, mut rx: mpsc::Receiver<IngestRequest>) {
-    let mut follow = tokio::time::interval(engine.config.follow_interval);
-    follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (applier_tx, applier_rx) = mpsc::channel::<CommittedGroup>(2);
+    let applier = tokio::spawn(run_applier(engine.clone(), applier_rx));
     loop {
         let first = tokio::select! {
-            _ = engine.shutdown.cancelled() => return,
+            _ = engine.shutdown.cancelled() => break,
             request = rx.recv() => match request {
                 Some(request) => request,
-                None => return,
+                None => break,
             },
-            _ = follow.tick() => {
-                match engine.follow_log().await {
-                    Ok(_) => {}
-                    Err(EngineError::Store(StoreError::Cancelled)) => return,
-                    Err(e) => tracing::warn!(error = %e, "failed to follow the log"),
-                }
-                continue;
-            }
         };
         let mut group = vec![first];
         let mut size = group[0].events.len();
@@ -389,36 +385,79 @@ async fn run_pipeline(engine: Arc<Engine>, mut rx: mpsc::Receiver<IngestRequest>
                 Err(_) => break,
             }
         }
-        commit_group(&engine, group).await;
+        if let Some(committed) = commit_group(&engine, group).await {
+            if applier_tx.send(committed).await.is_err() {
+                break;
+            }
+        }
     }
+    drop(applier_tx);
+    let _ = applier.await;
 }
 
-async fn commit_group(engine: &Engine, mut group: Vec<IngestRequest>) {
-    let lens: Vec<usize> = group.iter().map(|r| r.events.len()).collect();
+type Reply = oneshot::Sender<Result<Vec<AppendOutcome>>>;
+
+/// A durably appended group waiting to be applied and acknowledged: per request its tenant,
+/// ingestion path, event count and reply channel.
+struct CommittedGroup {
+    requests: Vec<(TenantId, &'static str, usize, Reply)>,
+    batch: Vec<(TenantId, Event)>,
+    outcomes: Vec<AppendOutcome>,
+}
+
+async fn commit_group(engine: &Engine, mut group: Vec<IngestRequest>) -> Option<CommittedGroup> {
     let batch: Vec<(TenantId, Event)> =
         group.iter_mut().flat_map(|r| std::mem::take(&mut r.events).into_iter().map(move |e| (r.tenant, e))).collect();
     let started = Instant::now();
-    let outcomes = match engine.store.append(&batch).await {
-        Ok(outcomes) => outcomes,
+    match engine.store.append(&batch).await {
+        Ok(outcomes) => {
+            engine.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            engine.metrics.commit_events.observe(batch.len() as f64);
+            let requests = group.into_iter().map(|r| (r.tenant, r.path, r.events_len, r.reply)).collect();
+            Some(CommittedGroup { requests, batch, outcomes })
+        }
         Err(e) => {
             tracing::error!(error = %e, events = batch.len(), "group commit failed; nothing was acknowledged");
             let message = e.to_string();
             for request in group {
                 let _ = request.reply.send(Err(EngineError::Store(StoreError::Task(message.clone()))));
             }
-            return;
+            None
         }
-    };
-    engine.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-    engine.metrics.commit_events.observe(batch.len() as f64);
+    }
+}
+
+/// Applies committed groups in order, acknowledges them, and between groups picks up events other
+/// processes appended to the log.
+async fn run_applier(engine: Arc<Engine>, mut rx: mpsc::Receiver<CommittedGroup>) {
+    let mut follow = tokio::time::interval(engine.config.follow_interval);
+    follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            // Committed groups first: the log follower only runs when none is waiting.
+            biased;
+            group = rx.recv() => match group {
+                Some(group) => apply_group(&engine, group).await,
+                None => return,
+            },
+            _ = follow.tick() => match engine.follow_log().await {
+                Ok(_) => {}
+                Err(EngineError::Store(StoreError::Cancelled)) => return,
+                Err(e) => tracing::warn!(error = %e, "failed to follow the log"),
+            },
+        }
+    }
+}
+
+async fn apply_group(engine: &Engine, group: CommittedGroup) {
     let applied_at = Instant::now();
     let mut offset = 0;
-    let mut replies = Vec::with_capacity(group.len());
-    for (request, count) in group.into_iter().zip(lens) {
+    let mut replies = Vec::with_capacity(group.requests.len());
+    for (tenant, path, count, reply) in group.requests {
         let slice = offset..offset + count;
         offset += count;
-        let result = apply_request(engine, request.tenant, request.path, &batch[slice.clone()], &outcomes[slice]).await;
-        replies.push((request.reply, result));
+        let result = apply_request(engine, tenant, path, &group.batch[slice.clone()], &group.outcomes[slice]).await;
+        replies.push((reply, result));
     }
     engine.metrics.apply_seconds.observe(applied_at.elapsed().as_secs_f64());
     for (reply, result) in replies {

@@ -36,7 +36,7 @@ impl TenantSettings {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.scores.validate()?;
+        self.scores.validate().map_err(|e| ConfigError { field: format!("scores.{}", e.field), ..e })?;
         for (kind, limit) in &self.identity_limits {
             if IdentityKind::parse(kind).is_err() {
                 return Err(ConfigError {

@@ -32,15 +32,20 @@ pub fn key_from_headers(parts: &axum::http::HeaderMap) -> Option<String> {
 }
 
 /// Resolves a key to its tenant, or says precisely what is wrong.
+/// Every refusal is counted in `/metrics` by its code.
 pub async fn authenticate(state: &AppState, key: Option<String>) -> Result<(TenantId, KeyKind), ApiError> {
+    let refuse = |error: ApiError| {
+        state.engine.metrics.reject(error.code());
+        error
+    };
     let key = key.ok_or_else(|| {
-        ApiError::new("missing_key", "send your key as `Authorization: Bearer KEY` or as the basic-auth user")
+        refuse(ApiError::new("missing_key", "send your key as `Authorization: Bearer KEY` or as the basic-auth user"))
     })?;
     state
         .engine
         .authenticate(&key)
         .await?
-        .ok_or_else(|| ApiError::new("invalid_key", "this key is not known (was it revoked, or typed wrong?)"))
+        .ok_or_else(|| refuse(ApiError::new("invalid_key", "this key is not known (was it revoked, or typed wrong?)")))
 }
 
 impl FromRequestParts<AppState> for Writer {
@@ -58,10 +63,13 @@ impl FromRequestParts<AppState> for Manager {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match authenticate(state, key_from_headers(&parts.headers)).await? {
             (tenant, KeyKind::Secret) => Ok(Manager(tenant)),
-            (_, KeyKind::Write) => Err(ApiError::new(
-                "forbidden",
-                "a write key may only send events; use the secret key to read or manage",
-            )),
+            (_, KeyKind::Write) => {
+                state.engine.metrics.reject("forbidden");
+                Err(ApiError::new(
+                    "forbidden",
+                    "a write key may only send events; use the secret key to read or manage",
+                ))
+            }
         }
     }
 }

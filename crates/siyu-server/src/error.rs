@@ -103,6 +103,44 @@ impl From<siyu_model::EventError> for ApiError {
     }
 }
 
+/// A body that could not be read: over the size limit (413), or broken (e.g. bad gzip).
+pub fn body_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new("payload_too_large", "the request body is over the size limit (8 MiB after decompression)")
+    } else {
+        ApiError::new("invalid_body", e.body_text())
+    }
+}
+
+/// Makes every error response JSON, including the plain-text rejections of axum's extractors
+/// (a malformed query or path, a wrong content type) and method-not-allowed.
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let mut error = ApiError::new(code, message);
+    error.status = status;
+    error.into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()

@@ -61,10 +61,14 @@ pub fn app(state: AppState) -> Router {
     router
         .route("/openapi.json", axum::routing::get(move || ops::openapi_json(openapi.clone())))
         .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
+        // The limit applies to the body as handlers read it, i.e. after gzip decompression, so a
+        // compressed bomb stops at the limit too.
+        .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_native_body))
         // Segment SDKs and others may gzip request bodies.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 

@@ -39,3 +39,12 @@ pub async fn not_found(State(state): State<AppState>, uri: axum::http::Uri) -> A
     state.engine.metrics.reject("no_such_route");
     ApiError::new("no_such_route", format!("no route {}; see /openapi.json", uri.path()))
 }
+
+pub async fn method_not_allowed(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    state.engine.metrics.reject("method_not_allowed");
+    ApiError::new("method_not_allowed", format!("{method} is not allowed on {}; see /openapi.json", uri.path()))
+}

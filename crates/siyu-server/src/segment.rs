@@ -60,8 +60,12 @@ async fn segment_call(
 ) -> Result<Json<SegmentResponse>, ApiError> {
     let metrics = state.engine.metrics.clone();
     let result = handle(&state, &call, &headers, body).await;
+    // Refused batch items were counted one by one, and key refusals by `authenticate`.
     if let Err(e) = &result {
-        metrics.reject(e.code());
+        let counted = !e.body.errors.is_empty() || matches!(e.code(), "missing_key" | "invalid_key");
+        if !counted {
+            metrics.reject(e.code());
+        }
     }
     result
 }
@@ -74,11 +78,12 @@ async fn handle(
 ) -> Result<Json<SegmentResponse>, ApiError> {
     let endpoint = Endpoint::from_path(call)
         .ok_or_else(|| ApiError::new("no_such_route", format!("/v1/{call} is not a Segment call")))?;
-    let body = body.map_err(|e| ApiError::new("invalid_body", e.body_text()))?;
+    let body = body.map_err(crate::error::body_rejection)?;
     let limits = &state.limits.segment;
     if body.len() > limits.max_batch_bytes {
+        let code = if matches!(endpoint, Endpoint::Batch) { "batch_too_large" } else { "message_too_large" };
         return Err(ApiError::new(
-            "batch_too_large",
+            code,
             format!("the body is {} bytes, over the limit of {}", body.len(), limits.max_batch_bytes),
         ));
     }

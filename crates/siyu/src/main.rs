@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::{FlagOverrides, ServerFlag, Settings, StoreFlag};
 
+// Ingestion allocates many small strings per event; mimalloc measured markedly faster than the
+// system allocator on the import and HTTP benchmarks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "siyu", version, about = "siyu (私域) — turn public-domain traffic into owned, loyal customers")]
 struct Cli {

@@ -60,8 +60,12 @@ async fn ingest_events(
     Writer(tenant): Writer,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let body = body.map_err(|e| ApiError::new("invalid_body", e.body_text()))?;
     let metrics = &state.engine.metrics;
+    let body = body.map_err(|e| {
+        let error = crate::error::body_rejection(e);
+        metrics.reject(error.code());
+        error
+    })?;
     if body.len() > state.limits.max_native_body {
         metrics.reject("payload_too_large");
         return Err(ApiError::new(
