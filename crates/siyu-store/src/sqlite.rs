@@ -23,6 +23,8 @@ pub struct SqliteStore {
 struct Inner {
     writer: Mutex<Writer>,
     readers: Vec<Mutex<Connection>>,
+    /// Dropping it stops the checkpointer.
+    _stop_checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 struct Writer {
@@ -38,9 +40,31 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -65_536)?; // 64 MiB
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Checkpoint the WAL into the database every 64 MiB rather than every 4 MiB: fewer, larger
-    // checkpoints keep bulk appends from stalling on them.
-    conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+    // Commits never checkpoint: the checkpointer thread does, on its own connection and core.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(())
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Copies committed WAL frames into the database in the background (PASSIVE: never blocks the
+/// writer), so appends do not pay for checkpoints. Stops when the store is dropped.
+fn spawn_checkpointer(path: &Path, stop: std::sync::mpsc::Receiver<()>) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(1))?;
+    std::thread::Builder::new()
+        .name("siyu-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "wal checkpoint skipped");
+                }
+            }
+            // A last full checkpoint so a cleanly stopped store leaves a small WAL.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        })
+        .expect("spawning the checkpoint thread");
     Ok(())
 }
 
@@ -71,6 +95,9 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
+        // Larger pages mean fewer B-tree splits for the wide event rows (only takes effect on a
+        // new database).
+        conn.pragma_update(None, "page_size", 16_384)?;
         configure(&conn)?;
         migrate(&mut conn)?;
         let readers = (0..READERS)
@@ -80,7 +107,11 @@ impl SqliteStore {
                 Ok(Mutex::new(reader))
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(SqliteStore { inner: Arc::new(Inner { writer: Mutex::new(Writer { conn }), readers }) })
+        let (stop, stopped) = std::sync::mpsc::channel();
+        spawn_checkpointer(path, stopped)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { writer: Mutex::new(Writer { conn }), readers, _stop_checkpointer: stop }),
+        })
     }
 
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
