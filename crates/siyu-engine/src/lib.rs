@@ -15,12 +15,13 @@ use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use siyu_model::event::TimeLimits;
 use siyu_model::{CannotLink, Event, Industry, ProfileId, Seq, TenantId, TenantSettings};
-use siyu_store::{AppendOutcome, KeyKind, ScanDetail, Store, StoreError, TenantRecord};
+use siyu_model::{Channel, Fen, Millis};
+use siyu_store::{AppendOutcome, KeyKind, ReplayRow, Store, StoreError, TenantRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
-pub use state::TenantState;
+pub use state::{EventRef, IdentityRef, TenantState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -102,9 +103,6 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
-
-/// Page size of log replays.
-const REPLAY_PAGE: usize = 20_000;
 
 impl Engine {
     /// Loads every tenant's state from the log and starts the ingest pipeline.
@@ -253,14 +251,10 @@ impl Engine {
     }
 
     async fn rematerialise(&self, tenant: TenantId, runtime: &TenantRuntime, settings: TenantSettings) -> Result<()> {
-        let mut fresh = replay(&self.store, tenant, settings).await?;
-        // Events appended while we replayed: apply them under the lock, then swap.
-        let tail = scan_all(&self.store, tenant, fresh.applied_seq).await?;
-        let mut state = runtime.state.write();
-        for stored in &tail {
-            fresh.apply(stored.seq, &stored.event);
-        }
-        *state = fresh;
+        let fresh = replay(&self.store, tenant, settings).await?;
+        *runtime.state.write() = fresh;
+        // Events appended while we replayed are folded in as any other process's would be.
+        catch_up(&self.store, runtime, None).await?;
         Ok(())
     }
 
@@ -298,43 +292,33 @@ impl Engine {
 /// Builds a tenant's state from nothing by folding its whole log.
 pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSettings) -> Result<TenantState> {
     let mut state = TenantState::new(tenant, settings);
-    let mut after = 0;
-    // Read the next page while folding this one: the disk and the fold overlap.
-    let mut next = Some(tokio::spawn(scan_page(store.clone(), tenant, after)));
-    while let Some(pending) = next.take() {
-        let page = pending.await.map_err(StoreError::from)??;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        if page.len() == REPLAY_PAGE {
-            next = Some(tokio::spawn(scan_page(store.clone(), tenant, after)));
-        }
-        for stored in &page {
-            state.apply(stored.seq, &stored.event);
-        }
-    }
+    store.replay(tenant, 0, &mut |row| apply_row(&mut state, row)).await?;
     Ok(state)
 }
 
-async fn scan_page(
-    store: Arc<dyn Store>,
-    tenant: TenantId,
-    after: Seq,
-) -> Result<Vec<siyu_store::StoredEvent>, StoreError> {
-    store.scan(tenant, after, REPLAY_PAGE, ScanDetail::Envelope).await
-}
-
-async fn scan_all(store: &Arc<dyn Store>, tenant: TenantId, mut after: Seq) -> Result<Vec<siyu_store::StoredEvent>> {
-    let mut out = Vec::new();
-    loop {
-        let page = store.scan(tenant, after, REPLAY_PAGE, ScanDetail::Envelope).await?;
-        let Some(last) = page.last() else { return Ok(out) };
-        after = last.seq;
-        let full = page.len() == REPLAY_PAGE;
-        out.extend(page);
-        if !full {
-            return Ok(out);
-        }
+/// Folds one log row into the state, straight from the borrowed row.
+fn apply_row(state: &mut TenantState, row: &ReplayRow<'_>) -> Result<(), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("event {} of tenant {}: bad {what}", row.seq, state.tenant));
+    let channel = Channel::parse(row.channel).ok_or_else(|| corrupt("channel"))?;
+    let mut identities = Vec::with_capacity(2);
+    for pair in siyu_store::split_identities(row.identities) {
+        let (kind, value) = pair.ok_or_else(|| corrupt("identities"))?;
+        identities.push(IdentityRef { kind, value });
     }
+    let event = EventRef {
+        type_name: row.event_type,
+        channel,
+        account: row.account,
+        identities: &identities,
+        timestamp: Millis(row.ts),
+        amount: row.amount_fen.map(Fen),
+        source_kind: row.source_kind,
+        source_id: row.source_id.unwrap_or(""),
+        group_id: row.group_id,
+        traits: row.traits,
+    };
+    state.apply_ref(row.seq, &event);
+    Ok(())
 }
 
 /// Applies log events between the state's position and `until` (exclusive; `None` = the end).
@@ -343,19 +327,75 @@ async fn catch_up(store: &Arc<dyn Store>, runtime: &TenantRuntime, until: Option
         let state = runtime.state.read();
         (state.tenant, state.applied_seq)
     };
-    let missing = scan_all(store, tenant, from).await?;
+    // Read the (few) missing events first and apply them under the write lock afterwards, so
+    // readers never wait on the disk.
+    let mut missing = Vec::new();
+    store
+        .replay(tenant, from, &mut |row| {
+            if until.is_none_or(|u| row.seq < u) {
+                missing.push(OwnedRow::of(row));
+            }
+            Ok(())
+        })
+        .await?;
     let mut state = runtime.state.write();
     let mut applied = 0;
-    for stored in missing {
-        if until.is_some_and(|u| stored.seq >= u) {
-            break;
-        }
-        if stored.seq > state.applied_seq {
-            state.apply(stored.seq, &stored.event);
+    for row in &missing {
+        if row.seq > state.applied_seq {
+            apply_row(&mut state, &row.borrow())?;
             applied += 1;
         }
     }
     Ok(applied)
+}
+
+/// A replay row kept beyond its visit (events another process appended; few).
+struct OwnedRow {
+    seq: Seq,
+    event_type: String,
+    channel: String,
+    account: String,
+    ts: i64,
+    amount_fen: Option<i64>,
+    identities: String,
+    source_kind: Option<String>,
+    source_id: Option<String>,
+    group_id: Option<String>,
+    traits: Option<String>,
+}
+
+impl OwnedRow {
+    fn of(row: &ReplayRow<'_>) -> OwnedRow {
+        OwnedRow {
+            seq: row.seq,
+            event_type: row.event_type.to_string(),
+            channel: row.channel.to_string(),
+            account: row.account.to_string(),
+            ts: row.ts,
+            amount_fen: row.amount_fen,
+            identities: row.identities.to_string(),
+            source_kind: row.source_kind.map(str::to_string),
+            source_id: row.source_id.map(str::to_string),
+            group_id: row.group_id.map(str::to_string),
+            traits: row.traits.map(str::to_string),
+        }
+    }
+
+    fn borrow(&self) -> ReplayRow<'_> {
+        ReplayRow {
+            seq: self.seq,
+            event_type: &self.event_type,
+            channel: &self.channel,
+            account: &self.account,
+            ts: self.ts,
+            amount_fen: self.amount_fen,
+            identities: &self.identities,
+            source_kind: self.source_kind.as_deref(),
+            source_id: self.source_id.as_deref(),
+            group_id: self.group_id.as_deref(),
+            traits: self.traits.as_deref(),
+        }
+    }
 }
 
 /// The ingest pipeline, in two stages. The committer takes every waiting request, appends them as

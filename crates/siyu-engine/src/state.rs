@@ -5,7 +5,6 @@
 //! incremental ingestion and `siyu rebuild` produce identical states.
 
 use rustc_hash::FxHashMap;
-use siyu_model::event::EventKind;
 use siyu_model::event_type::FIRST_CUSTOM_CODE;
 use siyu_model::score::{ProfileFacts, RfmMeans};
 use siyu_model::{
@@ -14,6 +13,51 @@ use siyu_model::{
 };
 
 use crate::intern::Interner;
+
+/// One identity of an event, borrowed: as decoded from a log row or taken from an [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityRef<'a> {
+    pub kind: &'a str,
+    pub value: &'a str,
+}
+
+/// What applying an event needs, borrowed, so that a replay never builds owned events.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    pub type_name: &'a str,
+    pub channel: Channel,
+    pub account: &'a str,
+    pub identities: &'a [IdentityRef<'a>],
+    pub timestamp: Millis,
+    pub amount: Option<siyu_model::Fen>,
+    pub source_kind: Option<&'a str>,
+    pub source_id: &'a str,
+    pub group_id: Option<&'a str>,
+    pub traits: Option<&'a str>,
+}
+
+/// The identities of an event as refs (reused buffer, no allocation once warm).
+pub fn identity_refs<'a>(event: &'a Event, out: &mut Vec<IdentityRef<'a>>) {
+    out.clear();
+    out.extend(event.identities.iter().map(|i| IdentityRef { kind: i.kind.as_str(), value: &i.value }));
+}
+
+impl<'a> EventRef<'a> {
+    pub fn of(event: &'a Event, identities: &'a [IdentityRef<'a>]) -> EventRef<'a> {
+        EventRef {
+            type_name: event.kind.as_str(),
+            channel: event.channel,
+            account: &event.account,
+            identities,
+            timestamp: event.timestamp,
+            amount: event.amount,
+            source_kind: event.source.as_ref().map(|s| s.kind.as_str()),
+            source_id: event.source.as_ref().map(|s| s.id.as_str()).unwrap_or(""),
+            group_id: event.group_id.as_deref(),
+            traits: event.traits.as_deref().map(|t| t.get()),
+        }
+    }
+}
 
 /// How one identity came to belong to a profile: the evidence an unmerge works from.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,14 +161,20 @@ pub struct TenantState {
     pub refusal_count: u64,
     pub live_profiles: u64,
     pub event_count: u64,
+    /// Scratch space for building index keys without allocating.
+    key_buf: String,
+}
+
+fn write_key(buf: &mut String, kind: &str, value: &str) {
+    buf.clear();
+    buf.push_str(kind);
+    buf.push('\u{1f}');
+    buf.push_str(value);
 }
 
 fn identity_key(identity: &Identity) -> Box<str> {
-    let kind = identity.kind.as_str();
-    let mut key = String::with_capacity(kind.len() + 1 + identity.value.len());
-    key.push_str(kind);
-    key.push('\u{1f}');
-    key.push_str(&identity.value);
+    let mut key = String::new();
+    write_key(&mut key, identity.kind.as_str(), &identity.value);
     key.into_boxed_str()
 }
 
@@ -147,6 +197,7 @@ impl TenantState {
             refusal_count: 0,
             live_profiles: 0,
             event_count: 0,
+            key_buf: String::new(),
         }
     }
 
@@ -179,18 +230,16 @@ impl TenantState {
     }
 
     /// The compact code of an event type; custom types are registered on first sight.
-    pub fn type_code(&mut self, kind: &EventKind) -> u16 {
-        match kind {
-            EventKind::Known(t) => t.code(),
-            EventKind::Custom(name) => {
-                let known = self.custom_types.get(name).is_some();
-                let code = FIRST_CUSTOM_CODE + self.custom_types.intern(name) as u16;
-                if !known && self.settings.scores.weights.contains_key(name.as_str()) {
-                    self.recompile_rules();
-                }
-                code
-            }
+    pub fn type_code(&mut self, name: &str) -> u16 {
+        if let Some(known) = siyu_model::EventType::parse(name) {
+            return known.code();
         }
+        let known = self.custom_types.get(name).is_some();
+        let code = FIRST_CUSTOM_CODE + self.custom_types.intern(name) as u16;
+        if !known && self.settings.scores.weights.contains_key(name) {
+            self.recompile_rules();
+        }
+        code
     }
 
     pub fn type_name(&self, code: u16) -> &str {
@@ -206,41 +255,68 @@ impl TenantState {
             ScoringRules::compile(&self.settings.scores, |name| custom.get(name).map(|i| FIRST_CUSTOM_CODE + i as u16));
     }
 
+    /// Applies an owned event; see [`TenantState::apply_ref`].
+    pub fn apply(&mut self, seq: Seq, event: &Event) -> ApplyOutcome {
+        let mut identities = Vec::with_capacity(event.identities.len());
+        identity_refs(event, &mut identities);
+        self.apply_ref(seq, &EventRef::of(event, &identities))
+    }
+
     /// Applies the event at `seq` (which must follow `applied_seq`): resolves its identities to
     /// one profile (merging where the evidence says so), then folds it into that profile.
-    pub fn apply(&mut self, seq: Seq, event: &Event) -> ApplyOutcome {
+    pub fn apply_ref(&mut self, seq: Seq, event: &EventRef<'_>) -> ApplyOutcome {
         debug_assert!(seq > self.applied_seq, "events must be applied in log order");
         self.applied_seq = seq;
         self.event_count += 1;
         let outcome = self.resolve_identities(seq, event);
-        let code = self.type_code(&event.kind);
+        let code = self.type_code(event.type_name);
+        let source = match event.source_kind {
+            Some(kind) => {
+                if event.source_id.is_empty() {
+                    self.sources.intern(kind)
+                } else {
+                    // Sources are keyed `kind:id`, as `Source::key` prints them.
+                    self.key_buf.clear();
+                    self.key_buf.push_str(kind);
+                    self.key_buf.push(':');
+                    self.key_buf.push_str(event.source_id);
+                    self.sources.intern(&self.key_buf)
+                }
+            }
+            None => 0,
+        };
         let fact = Fact {
             ts: event.timestamp,
             seq,
             amount: event.amount.unwrap_or_default(),
             code,
             channel: event.channel,
-            account: self.accounts.intern(&event.account),
-            group: event.group_id.as_deref().map(|g| self.groups.intern(g)).unwrap_or(0),
-            source: event.source.as_ref().map(|s| self.sources.intern(&s.key())).unwrap_or(0),
+            account: self.accounts.intern(event.account),
+            group: event.group_id.map(|g| self.groups.intern(g)).unwrap_or(0),
+            source,
         };
         let rules = &self.rules;
         let profile = &mut self.profiles[outcome.profile as usize];
         insert_fact(profile, fact, rules);
-        if let Some(traits) = event.traits.as_deref() {
-            merge_traits(profile, traits.get());
+        if let Some(traits) = event.traits {
+            merge_traits(profile, traits);
         }
         outcome
     }
 
-    fn resolve_identities(&mut self, seq: Seq, event: &Event) -> ApplyOutcome {
-        let mut identities: Vec<&Identity> = event.identities.iter().collect();
-        identities.sort_by_key(|i| i.kind.rank());
+    fn lookup_ref(&mut self, identity: &IdentityRef<'_>) -> Option<ProfileId> {
+        write_key(&mut self.key_buf, identity.kind, identity.value);
+        self.identity_index.get(self.key_buf.as_str()).copied()
+    }
+
+    fn resolve_identities(&mut self, seq: Seq, event: &EventRef<'_>) -> ApplyOutcome {
+        let mut identities: Vec<&IdentityRef<'_>> = event.identities.iter().collect();
+        identities.sort_by_key(|i| siyu_model::identity::rank_of(i.kind));
         let mut outcome = ApplyOutcome::default();
         let mut target: Option<ProfileId> = None;
-        let mut unknown: Vec<&Identity> = Vec::new();
+        let mut unknown: Vec<&IdentityRef<'_>> = Vec::new();
         for identity in &identities {
-            match self.lookup(identity) {
+            match self.lookup_ref(identity) {
                 None => unknown.push(identity),
                 Some(found) => match target {
                     None => target = Some(found),
@@ -251,7 +327,7 @@ impl TenantState {
                             outcome.merges += 1;
                         }
                         Err(reason) => {
-                            self.refuse(seq, event.timestamp, current, Some(found), (*identity).clone(), reason);
+                            self.refuse(seq, event.timestamp, current, Some(found), owned(identity), reason);
                             outcome.refusals += 1;
                         }
                     },
@@ -260,7 +336,7 @@ impl TenantState {
         }
         let top_is_unknown = identities.first().is_some_and(|top| unknown.first() == Some(top));
         let target = match target {
-            Some(existing) if top_is_unknown && !self.can_link(existing, unknown[0]) => {
+            Some(existing) if top_is_unknown && !self.can_link(existing, &owned(unknown[0])) => {
                 // The event's strongest identity is new and the profile found through a weaker
                 // one cannot take it (e.g. a shared anonymous_id): this is a different person.
                 outcome.created = true;
@@ -273,13 +349,14 @@ impl TenantState {
             }
         };
         for identity in unknown {
-            if self.lookup(identity).is_some() {
+            if self.lookup_ref(identity).is_some() {
                 continue; // linked a moment ago (same identity twice in one event)
             }
-            if self.can_link(target, identity) {
-                self.link(target, identity.clone(), seq, event);
+            let identity = owned(identity);
+            if self.can_link(target, &identity) {
+                self.link(target, identity, seq, event);
             } else {
-                self.refuse(seq, event.timestamp, target, None, identity.clone(), RefusalReason::IdentityLimit);
+                self.refuse(seq, event.timestamp, target, None, identity, RefusalReason::IdentityLimit);
                 outcome.refusals += 1;
             }
         }
@@ -309,10 +386,14 @@ impl TenantState {
         })
     }
 
-    fn link(&mut self, profile: ProfileId, identity: Identity, seq: Seq, event: &Event) {
+    fn link(&mut self, profile: ProfileId, identity: Identity, seq: Seq, event: &EventRef<'_>) {
         self.identity_index.insert(identity_key(&identity), profile);
-        let account = self.accounts.intern(&event.account);
-        let source = event.source.as_ref().map(|s| self.sources.intern(&s.key())).unwrap_or(0);
+        let account = self.accounts.intern(event.account);
+        let source = match event.source_kind {
+            Some(kind) if event.source_id.is_empty() => self.sources.intern(kind),
+            Some(kind) => self.sources.intern(&format!("{kind}:{}", event.source_id)),
+            None => 0,
+        };
         self.profiles[profile as usize].identities.push(IdentityLink {
             identity,
             seq,
@@ -368,7 +449,13 @@ impl TenantState {
     }
 
     /// Merges the younger of `a`, `b` into the older; returns the survivor.
-    fn try_merge(&mut self, a: ProfileId, b: ProfileId, seq: Seq, event: &Event) -> Result<ProfileId, RefusalReason> {
+    fn try_merge(
+        &mut self,
+        a: ProfileId,
+        b: ProfileId,
+        seq: Seq,
+        event: &EventRef<'_>,
+    ) -> Result<ProfileId, RefusalReason> {
         if let Some(reason) = self.merge_refusal(a, b) {
             return Err(reason);
         }
@@ -402,7 +489,7 @@ impl TenantState {
             merged,
             seq,
             at: event.timestamp,
-            evidence: event.identities.clone(),
+            evidence: event.identities.iter().map(owned).collect(),
             survivor_anchor,
             merged_anchor,
         });
@@ -437,6 +524,14 @@ impl TenantState {
     pub fn set_settings(&mut self, settings: TenantSettings) {
         self.settings = settings;
         self.recompile_rules();
+    }
+}
+
+/// An owned identity from a ref; kinds in events and in the log were validated on the way in.
+fn owned(identity: &IdentityRef<'_>) -> Identity {
+    Identity {
+        kind: IdentityKind::parse(identity.kind).unwrap_or_else(|_| IdentityKind::Custom(identity.kind.to_string())),
+        value: identity.value.to_string(),
     }
 }
 

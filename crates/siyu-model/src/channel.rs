@@ -62,7 +62,21 @@ impl Channel {
     }
 
     pub fn parse(text: &str) -> Option<Channel> {
-        Channel::ALL.into_iter().find(|c| c.as_str() == text)
+        Some(match text {
+            "douyin" => Channel::Douyin,
+            "kuaishou" => Channel::Kuaishou,
+            "wecom" => Channel::Wecom,
+            "wechat_mp" => Channel::WechatMp,
+            "mini_program" => Channel::MiniProgram,
+            "taobao" => Channel::Taobao,
+            "jd" => Channel::Jd,
+            "youzan" => Channel::Youzan,
+            "offline" => Channel::Offline,
+            "web" => Channel::Web,
+            "app" => Channel::App,
+            "other" => Channel::Other,
+            _ => return None,
+        })
     }
 }
 

@@ -17,6 +17,11 @@ macro_rules! event_types {
             pub fn as_str(self) -> &'static str {
                 match self { $(EventType::$variant => $name),+ }
             }
+
+            /// A `match` on the name: this runs once per event on every replay.
+            pub fn parse(text: &str) -> Option<EventType> {
+                match text { $($name => Some(EventType::$variant),)+ _ => None }
+            }
         }
     };
 }
@@ -63,10 +68,6 @@ impl EventType {
 
     pub fn from_code(code: u16) -> Option<EventType> {
         EventType::ALL.get(code as usize).copied()
-    }
-
-    pub fn parse(text: &str) -> Option<EventType> {
-        EventType::ALL.iter().copied().find(|t| t.as_str() == text)
     }
 
     /// Does this type carry money (`amount` required)?

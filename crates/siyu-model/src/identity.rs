@@ -56,18 +56,7 @@ impl IdentityKind {
     /// When an event's identities point at two profiles that may not merge, the event is
     /// attached to the profile of its highest-ranked identity (lowest number here).
     pub fn rank(&self) -> u8 {
-        match self {
-            IdentityKind::UserId => 0,
-            IdentityKind::Phone => 1,
-            IdentityKind::Email => 2,
-            IdentityKind::WechatUnionid => 3,
-            IdentityKind::WecomExternalUserid => 4,
-            IdentityKind::WechatOpenid => 5,
-            IdentityKind::DouyinOpenId => 6,
-            IdentityKind::KuaishouOpenId => 7,
-            IdentityKind::Custom(_) => 8,
-            IdentityKind::AnonymousId => 9,
-        }
+        rank_of(self.as_str())
     }
 
     /// The default cap on identities of this kind one profile may hold (identity-explosion guard).
@@ -79,6 +68,22 @@ impl IdentityKind {
             IdentityKind::AnonymousId => 100,
             _ => 20,
         }
+    }
+}
+
+/// [`IdentityKind::rank`] by the kind's name, without building the kind.
+pub fn rank_of(kind: &str) -> u8 {
+    match kind {
+        "user_id" => 0,
+        "phone" => 1,
+        "email" => 2,
+        "wechat_unionid" => 3,
+        "wecom_external_userid" => 4,
+        "wechat_openid" => 5,
+        "douyin_open_id" => 6,
+        "kuaishou_open_id" => 7,
+        "anonymous_id" => 9,
+        _ => 8,
     }
 }
 

@@ -20,6 +20,11 @@ pub fn encode_identities(identities: &[Identity]) -> String {
     out
 }
 
+/// The `(kind, value)` pairs of the compact form, borrowed; `None` if malformed.
+pub fn split_identities(text: &str) -> impl Iterator<Item = Option<(&str, &str)>> {
+    text.split(RECORD).map(|pair| pair.split_once(UNIT))
+}
+
 /// Decodes without re-normalising: values in the log are normalised already.
 pub fn decode_identities(text: &str) -> Option<Vec<Identity>> {
     text.split(RECORD)

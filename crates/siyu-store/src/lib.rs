@@ -14,7 +14,7 @@ pub mod postgres;
 pub mod scratch;
 pub mod sqlite;
 
-pub use codec::{decode_identities, encode_identities};
+pub use codec::{decode_identities, encode_identities, split_identities};
 
 /// A tenant as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,26 @@ pub struct StoredEvent {
     pub seq: Seq,
     pub event: Event,
 }
+
+/// One event of a replay, borrowed from the storage row: what folding needs, nothing owned.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayRow<'a> {
+    pub seq: Seq,
+    pub event_type: &'a str,
+    pub channel: &'a str,
+    pub account: &'a str,
+    pub ts: i64,
+    pub amount_fen: Option<i64>,
+    /// The compact `kind␟value␞…` form; see [`decode_identities`].
+    pub identities: &'a str,
+    pub source_kind: Option<&'a str>,
+    pub source_id: Option<&'a str>,
+    pub group_id: Option<&'a str>,
+    pub traits: Option<&'a str>,
+}
+
+/// Called for each row of a replay; an error stops the replay.
+pub type ReplayVisitor<'v> = dyn FnMut(&ReplayRow<'_>) -> Result<()> + Send + 'v;
 
 /// How much of each event a scan reads. Replays need only the envelope; timelines need it all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +156,9 @@ pub trait Store: Send + Sync + 'static {
     /// The events at these positions (any order in, seq order out); missing ones are skipped.
     async fn events_by_seq(&self, tenant: TenantId, seqs: &[Seq]) -> Result<Vec<StoredEvent>>;
     async fn event_count(&self, tenant: TenantId) -> Result<u64>;
+    /// Streams the tenant's events with `seq > after` in seq order to `visit`, without building
+    /// owned events — the hot path of start-up and `siyu rebuild`. Returns how many it visited.
+    async fn replay(&self, tenant: TenantId, after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64>;
 }
 
 /// Opens the store named by a URL: `postgres://…` for PostgreSQL, anything else is a SQLite

@@ -15,7 +15,13 @@ use sqlx::{Executor, Row};
 
 use crate::codec::{encode_identities, EventRow};
 use crate::sqlite::tenant_record;
-use crate::{AppendOutcome, Backend, KeyKind, Result, ScanDetail, Store, StoreError, StoredEvent, TenantRecord};
+use crate::{
+    AppendOutcome, Backend, KeyKind, ReplayRow, ReplayVisitor, Result, ScanDetail, Store, StoreError, StoredEvent,
+    TenantRecord,
+};
+
+/// Rows per round trip of a replay.
+const REPLAY_PAGE: i64 = 50_000;
 
 pub struct PostgresStore {
     pool: sqlx::PgPool,
@@ -256,6 +262,42 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn replay(&self, tenant: TenantId, mut after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64> {
+        let mut visited = 0;
+        loop {
+            let rows: Vec<PgRow> = sqlx::query(
+                "SELECT seq, event_type, channel, account, ts, amount_fen, identities, source_kind, source_id, \
+                 group_id, traits::text FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(tenant.0)
+            .bind(after)
+            .bind(REPLAY_PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                let replay = ReplayRow {
+                    seq: row.try_get(0)?,
+                    event_type: row.try_get(1)?,
+                    channel: row.try_get(2)?,
+                    account: row.try_get(3)?,
+                    ts: row.try_get(4)?,
+                    amount_fen: row.try_get(5)?,
+                    identities: row.try_get(6)?,
+                    source_kind: row.try_get(7)?,
+                    source_id: row.try_get(8)?,
+                    group_id: row.try_get(9)?,
+                    traits: row.try_get(10)?,
+                };
+                visit(&replay)?;
+                after = replay.seq;
+                visited += 1;
+            }
+            if (rows.len() as i64) < REPLAY_PAGE {
+                return Ok(visited);
+            }
+        }
     }
 }
 

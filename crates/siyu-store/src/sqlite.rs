@@ -12,7 +12,10 @@ use rustc_hash::FxHashMap;
 use siyu_model::{Event, Industry, Millis, Seq, TenantId, TenantSettings};
 
 use crate::codec::{encode_identities, EventRow};
-use crate::{AppendOutcome, Backend, KeyKind, Result, ScanDetail, Store, StoreError, StoredEvent, TenantRecord};
+use crate::{
+    AppendOutcome, Backend, KeyKind, ReplayRow, ReplayVisitor, Result, ScanDetail, Store, StoreError, StoredEvent,
+    TenantRecord,
+};
 
 const READERS: usize = 4;
 
@@ -356,6 +359,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn replay(&self, tenant: TenantId, after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64> {
+        // The visitor borrows the caller's state, so the rows are read in place (on a
+        // multi-threaded runtime, telling tokio this thread blocks for a while).
+        let mut run = || {
+            let reader =
+                self.inner.readers.iter().find_map(|r| r.try_lock()).unwrap_or_else(|| self.inner.readers[0].lock());
+            replay_blocking(&reader, tenant, after, visit)
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        }
+    }
+
     async fn event_count(&self, tenant: TenantId) -> Result<u64> {
         self.read(move |c| {
             let n: i64 = c.query_row("SELECT COUNT(*) FROM events WHERE tenant_id = ?1", [tenant.0], |r| r.get(0))?;
@@ -363,6 +383,43 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        value => value
+            .as_str()
+            .map(Some)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e))),
+    }
+}
+
+fn replay_blocking(conn: &Connection, tenant: TenantId, after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, event_type, channel, account, ts, amount_fen, identities, source_kind, source_id, group_id, traits \
+         FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![tenant.0, after])?;
+    let mut visited = 0;
+    while let Some(row) = rows.next()? {
+        let replay = ReplayRow {
+            seq: row.get(0)?,
+            event_type: text(row, 1)?.unwrap_or_default(),
+            channel: text(row, 2)?.unwrap_or_default(),
+            account: text(row, 3)?.unwrap_or_default(),
+            ts: row.get(4)?,
+            amount_fen: row.get(5)?,
+            identities: text(row, 6)?.unwrap_or_default(),
+            source_kind: text(row, 7)?,
+            source_id: text(row, 8)?,
+            group_id: text(row, 9)?,
+            traits: text(row, 10)?,
+        };
+        visit(&replay)?;
+        visited += 1;
+    }
+    Ok(visited)
 }
 
 fn append_blocking(w: &mut Writer, batch: &[(TenantId, Event)]) -> Result<Vec<AppendOutcome>> {
