@@ -2,6 +2,8 @@
 //! one-letter forms analytics.js uses), so existing Segment and RudderStack SDKs send to siyu
 //! unchanged. The protocol mapping itself lives in `siyu-connect`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -122,8 +124,16 @@ async fn handle(
     Ok(Json(SegmentResponse { success: true, accepted: outcomes.len() - duplicates, duplicates, errors }))
 }
 
-fn tenant_mapping(state: &AppState, tenant: TenantId) -> Result<Mapping, ApiError> {
+/// The built-in mapping, built once: most tenants use it unchanged.
+static DEFAULT_MAPPING: std::sync::LazyLock<Arc<Mapping>> = std::sync::LazyLock::new(|| Arc::new(Mapping::default()));
+
+fn tenant_mapping(state: &AppState, tenant: TenantId) -> Result<Arc<Mapping>, ApiError> {
     let runtime = state.engine.tenant(tenant)?;
-    let overrides = runtime.record.read().settings.event_mapping.clone();
-    Ok(if overrides.is_empty() { Mapping::default() } else { Mapping::with_overrides(overrides) })
+    let record = runtime.record.read();
+    let overrides = &record.settings.event_mapping;
+    Ok(if overrides.is_empty() {
+        DEFAULT_MAPPING.clone()
+    } else {
+        Arc::new(Mapping::with_overrides(overrides.clone()))
+    })
 }
