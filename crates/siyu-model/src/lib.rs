@@ -4,6 +4,7 @@
 //! store, the server and the reference evaluator alike.
 
 pub mod channel;
+pub mod condition;
 pub mod event;
 pub mod event_type;
 pub mod identity;
