@@ -260,11 +260,10 @@ pub struct ProfileFacts {
     pub event_count: u32,
     /// Affinity (unrounded, may be negative) at `last_ts`.
     affinity_at_last: f64,
-    /// Relationship switches, keyed by (channel, account) or by group: (key, on).
-    follows: Vec<(Channel, u32, bool)>,
-    subscriptions: Vec<(Channel, u32, bool)>,
-    wecom_contacts: Vec<(Channel, u32, bool)>,
-    groups: Vec<(u32, bool)>,
+    /// Relationship switches (follow, subscription, WeCom contact per channel account; group
+    /// membership per group), the latest state of each. One vector, not four: most profiles
+    /// have none or one, and this struct is held once per person.
+    switches: Vec<Switch>,
     pub consent_revoked: bool,
     pub paid_orders: u32,
     pub refunded_orders: u32,
@@ -277,17 +276,31 @@ pub struct ProfileFacts {
     pub last_touch: Touch,
 }
 
-fn set_switch<K: PartialEq + Copy>(list: &mut Vec<(K, bool)>, key: K, on: bool) {
-    match list.iter_mut().find(|(k, _)| *k == key) {
-        Some(entry) => entry.1 = on,
-        None => list.push((key, on)),
-    }
+/// What a [`Switch`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relation {
+    Follow,
+    Subscription,
+    WecomContact,
+    /// Keyed by group alone (`channel` is unused).
+    Group,
 }
 
-fn set_switch3(list: &mut Vec<(Channel, u32, bool)>, channel: Channel, account: u32, on: bool) {
-    match list.iter_mut().find(|(c, a, _)| *c == channel && *a == account) {
-        Some(entry) => entry.2 = on,
-        None => list.push((channel, account, on)),
+/// The latest state of one relationship: 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Switch {
+    relation: Relation,
+    channel: Channel,
+    on: bool,
+    /// The account, or the group.
+    key: u32,
+}
+
+fn set_switch(list: &mut Vec<Switch>, relation: Relation, channel: Channel, key: u32, on: bool) {
+    let channel = if relation == Relation::Group { Channel::Other } else { channel };
+    match list.iter_mut().find(|s| s.relation == relation && s.channel == channel && s.key == key) {
+        Some(entry) => entry.on = on,
+        None => list.push(Switch { relation, channel, on, key }),
     }
 }
 
@@ -320,14 +333,14 @@ impl ProfileFacts {
     fn apply_known(&mut self, kind: EventType, fact: &Fact) {
         use EventType::*;
         match kind {
-            Follow => set_switch3(&mut self.follows, fact.channel, fact.account, true),
-            Unfollow => set_switch3(&mut self.follows, fact.channel, fact.account, false),
-            Subscribe => set_switch3(&mut self.subscriptions, fact.channel, fact.account, true),
-            Unsubscribe => set_switch3(&mut self.subscriptions, fact.channel, fact.account, false),
-            WecomAdd => set_switch3(&mut self.wecom_contacts, fact.channel, fact.account, true),
-            WecomDelete => set_switch3(&mut self.wecom_contacts, fact.channel, fact.account, false),
-            GroupJoin => set_switch(&mut self.groups, fact.group, true),
-            GroupLeave => set_switch(&mut self.groups, fact.group, false),
+            Follow => set_switch(&mut self.switches, Relation::Follow, fact.channel, fact.account, true),
+            Unfollow => set_switch(&mut self.switches, Relation::Follow, fact.channel, fact.account, false),
+            Subscribe => set_switch(&mut self.switches, Relation::Subscription, fact.channel, fact.account, true),
+            Unsubscribe => set_switch(&mut self.switches, Relation::Subscription, fact.channel, fact.account, false),
+            WecomAdd => set_switch(&mut self.switches, Relation::WecomContact, fact.channel, fact.account, true),
+            WecomDelete => set_switch(&mut self.switches, Relation::WecomContact, fact.channel, fact.account, false),
+            GroupJoin => set_switch(&mut self.switches, Relation::Group, fact.channel, fact.group, true),
+            GroupLeave => set_switch(&mut self.switches, Relation::Group, fact.channel, fact.group, false),
             ConsentGranted => self.consent_revoked = false,
             ConsentRevoked => self.consent_revoked = true,
             OrderPaid => {
@@ -375,28 +388,28 @@ impl ProfileFacts {
     /// Reachable (可触达): follows, is subscribed, is in a group or is a WeCom contact somewhere,
     /// and has not revoked consent.
     pub fn reachable(&self) -> bool {
-        !self.consent_revoked
-            && (self.follows.iter().any(|s| s.2)
-                || self.subscriptions.iter().any(|s| s.2)
-                || self.wecom_contacts.iter().any(|s| s.2)
-                || self.groups.iter().any(|s| s.1))
+        !self.consent_revoked && self.switches.iter().any(|s| s.on)
     }
 
     /// Accounts (channel, account) the profile currently follows.
     pub fn followed_accounts(&self) -> impl Iterator<Item = (Channel, u32)> + '_ {
-        self.follows.iter().filter(|s| s.2).map(|s| (s.0, s.1))
+        self.active(Relation::Follow)
     }
 
     pub fn subscribed_accounts(&self) -> impl Iterator<Item = (Channel, u32)> + '_ {
-        self.subscriptions.iter().filter(|s| s.2).map(|s| (s.0, s.1))
+        self.active(Relation::Subscription)
     }
 
     pub fn wecom_accounts(&self) -> impl Iterator<Item = (Channel, u32)> + '_ {
-        self.wecom_contacts.iter().filter(|s| s.2).map(|s| (s.0, s.1))
+        self.active(Relation::WecomContact)
     }
 
     pub fn joined_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.groups.iter().filter(|s| s.1).map(|s| s.0)
+        self.active(Relation::Group).map(|(_, group)| group)
+    }
+
+    fn active(&self, relation: Relation) -> impl Iterator<Item = (Channel, u32)> + '_ {
+        self.switches.iter().filter(move |s| s.relation == relation && s.on).map(|s| (s.channel, s.key))
     }
 
     /// Net paid orders: paid minus refunded, never below 0.

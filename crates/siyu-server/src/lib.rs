@@ -72,6 +72,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Serves the app on `listener` until `shutdown` completes. Every connection gets TCP_NODELAY: a
+/// response is one small write, and Nagle's algorithm would hold it back waiting for an ACK.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "failed to set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
 /// Counts requests and their latency per route, and every 4xx by error code.
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request

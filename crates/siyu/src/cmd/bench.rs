@@ -38,9 +38,13 @@ pub struct Args {
     /// Where generated datasets and fresh SQLite stores go (unless --database is given).
     #[arg(long, value_name = "DIR", default_value = "bench-data")]
     pub work_dir: PathBuf,
-    /// Concurrent connections of the closed-loop HTTP phases.
+    /// Concurrent connections of the closed-loop /v1/batch phase.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
+    /// Concurrent connections of the closed-loop /v1/track phase: enough requests in flight for
+    /// group commits to fill, as many SDK clients would.
+    #[arg(long, default_value_t = 256)]
+    pub track_connections: usize,
     /// Length of each HTTP phase, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
@@ -85,7 +89,10 @@ pub struct Bench {
 impl Bench {
     pub fn new(settings: &Settings, args: Args) -> anyhow::Result<Bench> {
         anyhow::ensure!(args.events > 0, "--events must be positive");
-        anyhow::ensure!(args.connections > 0 && args.open_connections > 0, "connections must be positive");
+        anyhow::ensure!(
+            args.connections > 0 && args.track_connections > 0 && args.open_connections > 0,
+            "connections must be positive"
+        );
         anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
         anyhow::ensure!((1..=2500).contains(&args.batch_size), "--batch-size must be within 1..=2500");
         let default_url = default_store_url()?;
@@ -413,6 +420,7 @@ mod tests {
             dataset: None,
             work_dir: dir.path().to_path_buf(),
             connections: 4,
+            track_connections: 8,
             seconds: 1.0,
             rate: Some(300.0),
             open_connections: 16,

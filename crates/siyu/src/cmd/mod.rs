@@ -54,14 +54,13 @@ pub fn redact(url: &str) -> String {
 /// Serves the app until Ctrl-C.
 pub async fn serve(engine: Arc<Engine>, bind: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("failed to listen on {bind}"))?;
-    let app = siyu_server::app(siyu_server::AppState { engine: engine.clone(), limits: Default::default() });
+    let state = siyu_server::AppState { engine: engine.clone(), limits: Default::default() };
     tracing::info!(address = %listener.local_addr()?, "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("server failed")?;
+    siyu_server::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("server failed")?;
     engine.shutdown();
     Ok(())
 }

@@ -118,10 +118,11 @@ pub async fn bench_track(bench: &Bench) -> anyhow::Result<TrackReport> {
     let threads = bench.args.client_threads;
     println!(
         "POST /v1/track, closed loop: {} connections, {:.0}s, generator on {threads} thread(s) …",
-        bench.args.connections, bench.args.seconds
+        bench.args.track_connections, bench.args.seconds
     );
     let closed =
-        on_own_runtime(threads, closed_loop(server.addr, workload.clone(), bench.args.connections, duration)).await??;
+        on_own_runtime(threads, closed_loop(server.addr, workload.clone(), bench.args.track_connections, duration))
+            .await??;
     let closed_report = phase(&closed, 0.0);
     println!(
         "closed loop: {} requests in {:.2}s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} errors",
@@ -216,12 +217,13 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         // As `siyu serve` serves it.
-        let app = siyu_server::app(siyu_server::AppState { engine: engine.clone(), limits: Default::default() });
+        let state = siyu_server::AppState { engine: engine.clone(), limits: Default::default() };
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await
-        });
+        let task =
+            tokio::spawn(
+                async move { siyu_server::serve(listener, state, async move { token.cancelled().await }).await },
+            );
         let basic_auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:", created.write_key));
         Ok(Server { engine, tenant: created.record.id, addr, basic_auth, stop, task })
     }
