@@ -1,10 +1,8 @@
-//! The correctness side of the benchmarks: a gate that records failed checks, a sampled
-//! comparison of two tenant states with each other and with the reference evaluator, and the
-//! process figures Linux exposes under /proc (peak memory, CPU time).
+//! The correctness side of the benchmarks: a gate that records failed checks (the state
+//! comparison itself is `cmd::rebuild::verify`), and the process figures Linux exposes under
+//! /proc (peak memory, CPU time).
 
-use siyu_engine::TenantState;
-use siyu_model::naive::{self, PlainEvent};
-use siyu_model::{Millis, ProfileId};
+pub use crate::cmd::rebuild::verify as verify_sample;
 
 /// The checks of one target; a target whose gate failed has no valid figures.
 #[derive(Debug, Default, Clone)]
@@ -25,83 +23,6 @@ impl Gate {
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
-}
-
-/// Compares two states of the same events: the same live profiles, the same scores for every
-/// profile, and — on a sample of `sample` profiles, merged ones favoured — the scores of the
-/// reference evaluator (SPEC §4). The sampled form of `cmd::rebuild::verify`, which checks every
-/// profile and is too slow for a million of them.
-pub fn verify_sample(state: &TenantState, again: &TenantState, now: Millis, sample: usize) -> Vec<String> {
-    let ids: Vec<ProfileId> = state.profile_ids().collect();
-    if ids.len() <= sample {
-        return crate::cmd::rebuild::verify(state, again, now);
-    }
-    let mut mismatches = Vec::new();
-    if state.event_count != again.event_count {
-        mismatches.push(format!("event counts differ: {} ≠ {}", state.event_count, again.event_count));
-    }
-    if !ids.iter().copied().eq(again.profile_ids()) {
-        mismatches.push("the two states hold different profiles".to_string());
-        return mismatches;
-    }
-    for &id in &ids {
-        if state.scores_at(id, now) != again.scores_at(id, now) {
-            mismatches.push(format!("profile {id}: the two states disagree"));
-            if mismatches.len() >= 20 {
-                return mismatches;
-            }
-        }
-    }
-    for id in sample_ids(state, &ids, sample) {
-        if let Some(m) = against_reference(state, id, now) {
-            mismatches.push(m);
-        }
-    }
-    mismatches
-}
-
-/// Up to `n` profiles: a fifth of them among those that absorbed others (merges are where
-/// incremental folding is most likely wrong), the rest spread evenly over all profiles.
-fn sample_ids(state: &TenantState, ids: &[ProfileId], n: usize) -> Vec<ProfileId> {
-    let mut out: Vec<ProfileId> = ids
-        .iter()
-        .copied()
-        .filter(|id| state.profile(*id).is_some_and(|p| !p.absorbed.is_empty()))
-        .take(n / 5)
-        .collect();
-    let rest = n - out.len();
-    let stride = (ids.len() / rest.max(1)).max(1);
-    out.extend(ids.iter().step_by(stride).take(rest).copied());
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-fn against_reference(state: &TenantState, id: ProfileId, now: Millis) -> Option<String> {
-    let profile = state.profile(id)?;
-    let scores = state.scores_at(id, now)?;
-    let plain: Vec<PlainEvent> = profile
-        .facts
-        .iter()
-        .map(|f| PlainEvent {
-            event_type: state.type_name(f.code).to_string(),
-            channel: f.channel,
-            account: state.accounts.name(f.account).to_string(),
-            group_id: (f.group != 0).then(|| state.groups.name(f.group).to_string()),
-            ts: f.ts,
-            amount: f.amount,
-        })
-        .collect();
-    let reference = naive::evaluate(&plain, now, &state.settings.scores);
-    let same = reference.affinity == scores.affinity
-        && reference.tier == scores.tier
-        && reference.reachable == scores.reachable
-        && reference.pool_stage == scores.pool_stage
-        && reference.ownership == scores.ownership
-        && reference.net_paid_orders == scores.net_paid_orders
-        && reference.net_revenue == scores.net_revenue
-        && reference.orders_365d == scores.orders_365d;
-    (!same).then(|| format!("profile {id}: fold {scores:?} ≠ reference {reference:?}"))
 }
 
 /// The process's peak resident memory (VmHWM), in bytes.
