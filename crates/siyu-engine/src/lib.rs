@@ -2,10 +2,12 @@
 //! group-committing pipeline, then applied — in log order — to each tenant's in-memory state
 //! (identity resolution, profiles, scores). Reads are served from that state.
 
+pub mod audience;
 pub mod intern;
 pub mod keys;
 pub mod metrics;
 pub mod query;
+pub mod slab;
 pub mod state;
 
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub enum EngineError {
     NotMerged { survivor: ProfileId, merged: ProfileId },
     #[error("the ingest pipeline has shut down")]
     ShuttingDown,
+    #[error(transparent)]
+    Audience(#[from] audience::ops::AudienceError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -121,6 +125,7 @@ impl Engine {
             engine.load_tenant(record).await?;
         }
         tokio::spawn(run_pipeline(engine.clone(), ingest_rx));
+        tokio::spawn(run_segment_sweeper(engine.clone()));
         Ok(engine)
     }
 
@@ -292,7 +297,23 @@ impl Engine {
 /// Builds a tenant's state from nothing by folding its whole log.
 pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSettings) -> Result<TenantState> {
     let mut state = TenantState::new(tenant, settings);
-    store.replay(tenant, 0, &mut |row| apply_row(&mut state, row)).await?;
+    state.audience = audience::Audience::load(
+        store.tag_groups(tenant).await?,
+        store.tags(tenant).await?,
+        store.tag_ops(tenant).await?,
+        store.segments(tenant).await?,
+    );
+    store
+        .replay(tenant, 0, &mut |row| {
+            state.apply_due_tag_ops(row.seq);
+            apply_row(&mut state, row)
+        })
+        .await?;
+    state.finish_replay(Millis::now());
+    let property_types = state.recount_property_types();
+    if !property_types.is_empty() {
+        audience::load_properties_into(store, &mut state, &property_types).await?;
+    }
     Ok(state)
 }
 
@@ -524,7 +545,7 @@ async fn apply_request(
         }
     }
     let (mut appended, mut duplicates, mut merges, mut refusals, mut created) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    {
+    let membership = {
         let mut state = runtime.state.write();
         for ((_, event), outcome) in events.iter().zip(outcomes) {
             match outcome {
@@ -539,6 +560,10 @@ async fn apply_request(
                 AppendOutcome::Duplicate => duplicates += 1,
             }
         }
+        state.refresh_audience(Millis::now())
+    };
+    if let Err(e) = engine.store.append_membership_changes(tenant, &membership).await {
+        tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
     }
     let label = metrics::PathLabel { path: path.to_string() };
     engine.metrics.events_ingested.get_or_create(&label).inc_by(appended);
@@ -547,4 +572,21 @@ async fn apply_request(
     engine.metrics.merges_refused.inc_by(refusals);
     engine.metrics.profiles_created.inc_by(created);
     Ok(outcomes.to_vec())
+}
+
+/// Every [`SEGMENT_SWEEP_INTERVAL`], re-evaluates the segments time can change and records sizes.
+async fn run_segment_sweeper(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(audience::SEGMENT_SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; memberships were just evaluated on load
+    loop {
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = engine.sweep_segments().await {
+                    tracing::warn!(error = %e, "segment sweep failed");
+                }
+            }
+        }
+    }
 }

@@ -123,7 +123,7 @@ pub struct ProfileFilter {
     pub ownership: Option<Ownership>,
     pub rfm: Option<RfmGroup>,
     pub channel: Option<Channel>,
-    /// A trait `tags` (array of strings) containing this tag.
+    /// A tag the profile carries (tags API), or a `tags` trait (array of strings) holding it.
     pub tag: Option<String>,
     /// Case-insensitive substring of the name trait or of any identity value.
     pub text: Option<String>,
@@ -292,7 +292,8 @@ impl TenantState {
             && filter.rfm.is_none_or(|g| scores.rfm.is_some_and(|input| means.group(&input) == g))
             && filter.channel.is_none_or(|c| profile.channels & (1 << c.code()) != 0)
             && filter.tag.as_ref().is_none_or(|tag| {
-                profile
+                let real = self.audience.tag_id(tag).is_some_and(|id| profile.tags.binary_search(&id).is_ok());
+                real || profile
                     .traits
                     .as_ref()
                     .and_then(|t| t.get("tags")?.as_array().cloned())

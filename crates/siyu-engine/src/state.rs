@@ -13,6 +13,7 @@ use siyu_model::{
 };
 
 use crate::intern::Interner;
+use crate::slab::Slab;
 
 /// One identity of an event, borrowed: as decoded from a log row or taken from an [`Event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct Profile {
     pub absorbed: Vec<ProfileId>,
     /// Channels the person has events on, as a bitmask of `Channel::code()`.
     pub channels: u16,
+    /// The tags the person carries (manual and imported), as sorted tag ids.
+    pub tags: Vec<u32>,
 }
 
 /// A merge that happened: `merged` joined `survivor` because event `seq` carried identities of both.
@@ -155,7 +158,7 @@ pub struct TenantState {
     /// `kind␟value` → the live profile holding it.
     identity_index: FxHashMap<Box<str>, ProfileId>,
     /// Index 0 is unused so that a `ProfileId` indexes directly.
-    profiles: Vec<Profile>,
+    profiles: Slab<Profile>,
     pub merges: Vec<MergeRecord>,
     pub refusals: Vec<RefusedMerge>,
     pub refusal_count: u64,
@@ -163,6 +166,8 @@ pub struct TenantState {
     pub event_count: u64,
     /// Scratch space for building index keys without allocating.
     key_buf: String,
+    /// Tags, segments and their memberships (audience.rs).
+    pub audience: crate::audience::Audience,
 }
 
 fn write_key(buf: &mut String, kind: &str, value: &str) {
@@ -191,14 +196,19 @@ impl TenantState {
             sources: Interner::new(),
             custom_types: Interner::new(),
             identity_index: FxHashMap::default(),
-            profiles: vec![Profile::default()],
+            profiles: std::iter::once(Profile::default()).collect(),
             merges: Vec::new(),
             refusals: Vec::new(),
             refusal_count: 0,
             live_profiles: 0,
             event_count: 0,
             key_buf: String::new(),
+            audience: crate::audience::Audience::default(),
         }
+    }
+
+    pub(crate) fn profile_mut(&mut self, id: ProfileId) -> Option<&mut Profile> {
+        self.profiles.get_mut(id as usize).filter(|_| id != 0)
     }
 
     /// Every profile id ever created, merged ones included, in creation order.
@@ -259,7 +269,12 @@ impl TenantState {
     pub fn apply(&mut self, seq: Seq, event: &Event) -> ApplyOutcome {
         let mut identities = Vec::with_capacity(event.identities.len());
         identity_refs(event, &mut identities);
-        self.apply_ref(seq, &EventRef::of(event, &identities))
+        let outcome = self.apply_ref(seq, &EventRef::of(event, &identities));
+        if let Some(properties) = &event.properties {
+            let code = self.type_code(event.kind.as_str());
+            self.audience.keep_properties(seq, code, properties.get());
+        }
+        outcome
     }
 
     /// Applies the event at `seq` (which must follow `applied_seq`): resolves its identities to
@@ -301,6 +316,7 @@ impl TenantState {
         if let Some(traits) = event.traits {
             merge_traits(profile, traits);
         }
+        self.audience.touched(outcome.profile, code, event.traits.is_some());
         outcome
     }
 
@@ -472,6 +488,11 @@ impl TenantState {
         target.facts = merge_sorted(std::mem::take(&mut target.facts), taken.facts);
         target.state = refold(&target.facts, rules);
         target.channels |= taken.channels;
+        for tag in taken.tags {
+            if let Err(at) = target.tags.binary_search(&tag) {
+                target.tags.insert(at, tag);
+            }
+        }
         if let Some(traits) = taken.traits {
             let mine = target.traits.get_or_insert_with(Default::default);
             for (k, v) in *traits {

@@ -16,6 +16,11 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `invalid_condition`: where (1-based, in characters) the first mistake is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
     /// For batches: the items that were refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ItemError>,
@@ -42,10 +47,12 @@ pub fn status_of(code: &str) -> StatusCode {
     match code {
         "missing_key" | "invalid_key" => StatusCode::UNAUTHORIZED,
         "forbidden" => StatusCode::FORBIDDEN,
-        "not_found" | "no_such_profile" | "no_such_route" => StatusCode::NOT_FOUND,
+        "not_found" | "no_such_profile" | "no_such_route" | "no_such_tag" | "no_such_tag_group" | "no_such_segment" => {
+            StatusCode::NOT_FOUND
+        }
         "payload_too_large" | "batch_too_large" | "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
-        "conflict" | "tenant_exists" => StatusCode::CONFLICT,
+        "conflict" | "tenant_exists" | "name_taken" | "in_use" => StatusCode::CONFLICT,
         "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -56,7 +63,14 @@ impl ApiError {
     pub fn new(code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status: status_of(code),
-            body: ErrorBody { code: code.to_string(), message: message.into(), field: None, errors: Vec::new() },
+            body: ErrorBody {
+                code: code.to_string(),
+                message: message.into(),
+                field: None,
+                line: None,
+                column: None,
+                errors: Vec::new(),
+            },
         }
     }
 
@@ -93,7 +107,45 @@ impl From<siyu_engine::EngineError> for ApiError {
             E::NotMerged { .. } => ApiError::new("not_merged", e.to_string()),
             E::ShuttingDown => ApiError::new("unavailable", "the server is shutting down"),
             E::Store(s) => ApiError::internal(s),
+            E::Audience(a) => audience_error(a),
         }
+    }
+}
+
+fn audience_error(e: siyu_engine::audience::ops::AudienceError) -> ApiError {
+    use siyu_engine::audience::ops::AudienceError as A;
+    use siyu_store::AudienceKind;
+    match e {
+        A::InvalidCondition(errors) => {
+            let first = errors.first();
+            let message = first.map(ToString::to_string).unwrap_or_else(|| "invalid condition".into());
+            let mut error = ApiError::new("invalid_condition", message).with_field("condition");
+            error.body.line = first.map(|e| e.span.start.line);
+            error.body.column = first.map(|e| e.span.start.column);
+            error.with_errors(
+                errors
+                    .iter()
+                    .enumerate()
+                    .map(|(index, e)| ItemError {
+                        index,
+                        code: e.code.as_str().to_string(),
+                        field: "condition".into(),
+                        message: e.to_string(),
+                    })
+                    .collect(),
+            )
+        }
+        A::NameTaken { .. } => ApiError::new("name_taken", e.to_string()).with_field("name"),
+        A::NotFound { kind, .. } => {
+            let code = match kind {
+                AudienceKind::Tag => "no_such_tag",
+                AudienceKind::TagGroup => "no_such_tag_group",
+                AudienceKind::Segment => "no_such_segment",
+            };
+            ApiError::new(code, e.to_string())
+        }
+        A::InUse(_) => ApiError::new("in_use", e.to_string()),
+        A::Invalid { field, .. } => ApiError::new("invalid_request", e.to_string()).with_field(field),
     }
 }
 

@@ -54,6 +54,8 @@ api_tests! {
     case_tenant_isolation_on_every_route,
     case_same_message_id_in_two_tenants,
     case_ops_endpoints,
+    case_tags_and_segments_end_to_end,
+    case_condition_errors_at_save_time,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1141,6 +1143,19 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
     app.put(&a.secret_key, "/api/v1/settings", &settings).await.ok();
     let seg = json!({"userId": "a-seg-user", "event": "Product Viewed", "messageId": "shared-seg"});
     assert_eq!(segment(app, &a.write_key, "track", &seg).await.ok()["accepted"], 1);
+    // A's tags and segments (ids 1 and 2 of each), profile 1 tagged.
+    for name in ["a-group-1", "a-group-2"] {
+        app.post(&a.secret_key, "/api/v1/tag-groups", &json!({"name": name})).await.ok();
+    }
+    for name in ["a-tag-1", "a-tag-2"] {
+        app.post(&a.secret_key, "/api/v1/tags", &json!({"name": name, "group_id": 1})).await.ok();
+    }
+    app.post(&a.secret_key, "/api/v1/profiles/1/tags", &json!({"add": ["a-tag-1"]})).await.ok();
+    for (name, condition) in [("a-seg-1", "tagged(\"a-tag-1\")"), ("a-seg-2", "channel = douyin")] {
+        app.post(&a.secret_key, "/api/v1/segments", &json!({"name": name, "condition": condition})).await.ok();
+    }
+    let a_segment_2 = app.get(&a.secret_key, "/api/v1/segments/2").await.ok();
+    assert!(a_segment_2["size"].as_u64().unwrap() >= 1, "{a_segment_2}");
     // B: one profile of its own.
     app.ingest(&b.write_key, vec![event("b-1", "like", "douyin", json!({"user_id": "b-user-1"}), 1.0)]).await;
 
@@ -1292,6 +1307,68 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
                 assert_clean(&what, &reply);
                 assert_eq!(reply.ok(), json!([]), "{what}");
             }
+            ("get", "/api/v1/tag-groups") | ("get", "/api/v1/tags") | ("get", "/api/v1/segments") => {
+                let reply = app.get(&b.secret_key, path).await;
+                assert_clean(&what, &reply);
+                assert_eq!(reply.ok(), json!([]), "{what}");
+            }
+            ("post", "/api/v1/tag-groups") | ("post", "/api/v1/tags") => {
+                let reply = app.post(&b.secret_key, path, &json!({"name": "a-tag-1"})).await;
+                reply.ok();
+                assert_eq!(app.get(&a.secret_key, path).await.ok().as_array().map(Vec::len), Some(2), "{what}");
+            }
+            ("delete", "/api/v1/tag-groups/{id}") | ("delete", "/api/v1/tags/{id}") => {
+                let reply =
+                    app.send(app.client.delete(app.url(&path.replace("{id}", "2"))).bearer_auth(&b.secret_key)).await;
+                assert_clean(&what, &reply);
+                assert_eq!(reply.status.as_u16(), 404, "{what}: {}", reply.text);
+                let list = path.trim_end_matches("/{id}");
+                assert_eq!(app.get(&a.secret_key, list).await.ok().as_array().map(Vec::len), Some(2), "{what}");
+            }
+            ("get", "/api/v1/profiles/{id}/tags") | ("get", "/api/v1/profiles/{id}/segments") => {
+                for id in &a_ids {
+                    let reply = app.get(&b.secret_key, &path.replace("{id}", &id.to_string())).await;
+                    assert_clean(&what, &reply);
+                    if *id != b_own {
+                        reply.assert_error(404, "no_such_profile");
+                    }
+                }
+            }
+            ("post", "/api/v1/profiles/{id}/tags") => {
+                for id in &a_ids {
+                    let reply = app
+                        .post(&b.secret_key, &format!("/api/v1/profiles/{id}/tags"), &json!({"remove": ["a-tag-1"]}))
+                        .await;
+                    assert!(reply.status.is_client_error(), "{what}: {}", reply.text);
+                }
+                let tags = app.get(&a.secret_key, "/api/v1/profiles/1/tags").await.ok();
+                assert_eq!(tags["tags"], json!(["a-tag-1"]), "B changed A's tags: {tags}");
+            }
+            ("post", "/api/v1/segments") => {
+                let reply = app.post(&b.secret_key, path, &json!({"name": "b-seg", "condition": "reachable"})).await;
+                assert_clean(&what, &reply);
+                assert_eq!(reply.ok()["id"], 1, "{what}");
+            }
+            ("post", "/api/v1/segments/preview") => {
+                let reply = app.post(&b.secret_key, path, &json!({"condition": "channel = douyin"})).await;
+                assert_clean(&what, &reply);
+                assert_eq!(reply.ok()["size"], 1, "{what}");
+                let reply = app.post(&b.secret_key, path, &json!({"condition": "tagged(\"a-tag-1\")"})).await;
+                reply.assert_error(400, "invalid_condition");
+            }
+            (_, p) if p.starts_with("/api/v1/segments/{id}") => {
+                let concrete = path.replace("{id}", "2");
+                let request = match method.as_str() {
+                    "get" => app.client.get(app.url(&concrete)),
+                    "put" => app.client.put(app.url(&concrete)).json(&json!({"name": "x"})),
+                    "delete" => app.client.delete(app.url(&concrete)),
+                    _ => app.client.post(app.url(&concrete)).json(&json!({"add": ["a-tag-1"]})),
+                };
+                let reply = app.send(request.bearer_auth(&b.secret_key)).await;
+                assert_clean(&what, &reply);
+                reply.assert_error(404, "no_such_segment");
+                assert_eq!(app.get(&a.secret_key, "/api/v1/segments/2").await.ok(), a_segment_2, "{what}");
+            }
             ("post", "/api/v1/events") => {
                 // B sends with A's message_id and A's identity: B's own event, A untouched.
                 let reply = app
@@ -1400,6 +1477,13 @@ async fn case_ops_endpoints(app: &TestApp) {
         "/api/v1/settings",
         "/api/v1/identity/refusals",
         "/api/v1/accounts",
+        "/api/v1/tags",
+        "/api/v1/tag-groups",
+        "/api/v1/segments",
+        "/api/v1/segments/preview",
+        "/api/v1/segments/{id}/members",
+        "/api/v1/segments/{id}/export",
+        "/api/v1/profiles/{id}/tags",
         "/v1/{call}",
         "/healthz",
         "/metrics",
@@ -1419,4 +1503,155 @@ async fn case_ops_endpoints(app: &TestApp) {
             assert_ne!(reply.code(), "no_such_route", "{method} {path}: {}", reply.text);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. tags and segments
+
+async fn case_tags_and_segments_end_to_end(app: &TestApp) {
+    let t = app.tenant("acme").await;
+    let ids = seed_profiles(app, &t).await;
+    let key = t.secret_key.clone();
+    let group = app.post(&key, "/api/v1/tag-groups", &json!({"name": "意向"})).await.ok();
+    let tag = app.post(&key, "/api/v1/tags", &json!({"name": "高意向", "group_id": group["id"]})).await.ok();
+    assert_eq!((tag["kind"].clone(), tag["group_id"].clone()), (json!("manual"), group["id"].clone()), "{tag}");
+    app.post(&key, "/api/v1/tags", &json!({"name": "高意向"})).await.assert_error(409, "name_taken");
+    app.post(&key, "/api/v1/tags", &json!({"name": "x", "group_id": 99})).await.assert_error(400, "invalid_request");
+
+    // Manual tags: on the profile, in its history, in the list filter.
+    let fan = ids["fan"];
+    let tagged = app.post(&key, &format!("/api/v1/profiles/{fan}/tags"), &json!({"add": ["高意向"]})).await.ok();
+    assert_eq!(tagged["tags"], json!(["高意向"]), "{tagged}");
+    assert_eq!(tagged["history"][0]["action"], "added", "{tagged}");
+    assert_eq!(tagged["history"][0]["actor"], "api", "{tagged}");
+    app.post(&key, &format!("/api/v1/profiles/{fan}/tags"), &json!({"add": ["高意象"]}))
+        .await
+        .assert_error(404, "no_such_tag");
+    app.post(&key, "/api/v1/profiles/999/tags", &json!({"add": ["高意向"]})).await.assert_error(404, "no_such_profile");
+    let page = app.get_query(&key, "/api/v1/profiles", &[("tag", "高意向")]).await.ok();
+    assert_eq!(ids_of(&page), set(&[fan]), "{page}");
+    assert_eq!(app.get(&key, "/api/v1/tags").await.ok()[0]["profiles"], 1);
+
+    // Preview, then save.
+    let condition = "reachable and not tagged(\"高意向\")";
+    let preview = app.post(&key, "/api/v1/segments/preview", &json!({"condition": condition, "sample": 1})).await.ok();
+    assert_eq!(preview["size"], 2, "{preview}");
+    assert_eq!(preview["sample"].as_array().map(Vec::len), Some(1), "{preview}");
+    let seg = app.post(&key, "/api/v1/segments", &json!({"name": "可触达未跟进", "condition": condition})).await.ok();
+    assert_eq!(seg["size"], 2, "{seg}");
+    let sid = seg["id"].as_i64().unwrap();
+    let dup = app.post(&key, "/api/v1/segments", &json!({"name": "可触达未跟进", "condition": "reachable"})).await;
+    dup.assert_error(409, "name_taken");
+
+    // An event makes lurk reachable: it enters at once, with the event on record.
+    let lurk = ids["lurk"];
+    app.ingest(&t.write_key, vec![event("s-1", "follow", "kuaishou", json!({"user_id": "lurk1"}), 0.1)]).await;
+    assert_eq!(app.get(&key, &format!("/api/v1/segments/{sid}")).await.ok()["size"], 3);
+    let mine = app.get(&key, &format!("/api/v1/profiles/{lurk}/segments")).await.ok();
+    assert_eq!(mine["segments"][0]["id"], sid, "{mine}");
+    assert_eq!(mine["history"][0]["change"], "entered", "{mine}");
+    assert!(mine["history"][0]["seq"].is_i64(), "{mine}");
+    // A tag takes it out again.
+    app.post(&key, &format!("/api/v1/profiles/{lurk}/tags"), &json!({"add": ["高意向"]})).await.ok();
+    assert_eq!(app.get(&key, &format!("/api/v1/segments/{sid}")).await.ok()["size"], 2);
+    let changes = app.get(&key, &format!("/api/v1/segments/{sid}/changes")).await.ok();
+    assert_eq!(changes[0]["change"], "exited", "{changes}");
+    assert_eq!(changes[0]["profile_id"], lurk, "{changes}");
+
+    // Members page by page; export with chosen fields.
+    let first = app.get_query(&key, &format!("/api/v1/segments/{sid}/members"), &[("limit", "1")]).await.ok();
+    let cursor = first["next_cursor"].as_str().expect("a second page").to_string();
+    let second = app
+        .get_query(&key, &format!("/api/v1/segments/{sid}/members"), &[("limit", "1"), ("cursor", &cursor)])
+        .await
+        .ok();
+    assert_eq!(second["next_cursor"], Value::Null, "{second}");
+    let members: BTreeSet<u64> = ids_of(&first).union(&ids_of(&second)).copied().collect();
+    assert_eq!(members, set(&[ids["sub"], ids["asof"]]));
+    let csv =
+        app.get_query(&key, &format!("/api/v1/segments/{sid}/export"), &[("fields", "id,user_id,tier,tags")]).await;
+    assert!(csv.content_type.starts_with("text/csv"), "{}", csv.content_type);
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines[0], "id,user_id,tier,tags");
+    assert_eq!(lines.len(), 3, "{}", csv.text);
+    assert!(lines.contains(&format!("{},sub1,passerby,", ids["sub"]).as_str()), "{}", csv.text);
+    let ndjson = app
+        .get_query(&key, &format!("/api/v1/segments/{sid}/export"), &[("format", "ndjson"), ("fields", "id,tier")])
+        .await;
+    let first_line: Value = serde_json::from_str(ndjson.text.lines().next().unwrap()).unwrap();
+    assert_eq!(first_line["tier"], "passerby", "{}", ndjson.text);
+    app.get_query(&key, &format!("/api/v1/segments/{sid}/export"), &[("fields", "id,password")])
+        .await
+        .assert_error(400, "invalid_request");
+
+    // Bulk by segment.
+    app.post(&key, "/api/v1/tags", &json!({"name": "VIP"})).await.ok();
+    let bulk = app.post(&key, &format!("/api/v1/segments/{sid}/tags"), &json!({"add": ["VIP"]})).await.ok();
+    assert_eq!(bulk["operations"], 2, "{bulk}");
+    let vip = app.get_query(&key, "/api/v1/profiles", &[("tag", "VIP")]).await.ok();
+    assert_eq!(ids_of(&vip), set(&[ids["sub"], ids["asof"]]));
+    let history = app.get(&key, &format!("/api/v1/profiles/{}/tags", ids["sub"])).await.ok();
+    assert_eq!(history["history"][0]["actor"], format!("segment:{sid}"), "{history}");
+
+    // A tag a segment reads cannot be deleted.
+    let tag_id = tag["id"].as_i64().unwrap();
+    let reply = app.send(app.client.delete(app.url(&format!("/api/v1/tags/{tag_id}"))).bearer_auth(&key)).await;
+    reply.assert_error(409, "in_use");
+
+    // A rebuild from the log and the records reproduces tags and memberships.
+    let before_tags = app.get(&key, &format!("/api/v1/profiles/{lurk}/tags")).await.ok()["tags"].clone();
+    let before = app.get(&key, "/api/v1/segments").await.ok();
+    app.engine.rebuild(t.id).await.expect("rebuild");
+    assert_eq!(app.get(&key, "/api/v1/segments").await.ok(), before);
+    assert_eq!(app.get(&key, &format!("/api/v1/profiles/{lurk}/tags")).await.ok()["tags"], before_tags);
+
+    // The sweep records today's size.
+    app.engine.sweep_segments().await.expect("sweep");
+    let sizes = app.get(&key, &format!("/api/v1/segments/{sid}/sizes")).await.ok();
+    assert_eq!(sizes[0]["size"], 2, "{sizes}");
+
+    // Redefine, then delete.
+    let updated = app
+        .put(&key, &format!("/api/v1/segments/{sid}"), &json!({"condition": "tagged(\"VIP\") OR tier = 好感粉"}))
+        .await
+        .ok();
+    assert_eq!(updated["condition"], "tagged(\"VIP\") or tier = 好感粉", "{updated}");
+    assert_eq!(updated["size"], 3, "{updated}");
+    let reply = app.send(app.client.delete(app.url(&format!("/api/v1/segments/{sid}"))).bearer_auth(&key)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    app.get(&key, &format!("/api/v1/segments/{sid}")).await.assert_error(404, "no_such_segment");
+    let reply = app.send(app.client.delete(app.url(&format!("/api/v1/tags/{tag_id}"))).bearer_auth(&key)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    let gone = app.get(&key, &format!("/api/v1/profiles/{fan}/tags")).await.ok();
+    assert_eq!(gone["tags"], json!([]), "{gone}");
+}
+
+async fn case_condition_errors_at_save_time(app: &TestApp) {
+    let t = app.tenant("acme").await;
+    let key = &t.secret_key;
+    let cases = [
+        ("(tier = true_fan and reachable", "syntax", 1, 31),
+        ("tire = true_fan", "unknown_field", 1, 1),
+        ("tagged(\"已流失\")", "unknown_tag", 1, 8),
+        ("reachable and\ncount(order_paid, 11y) > 1", "bad_window", 2, 19),
+        ("tier = 3", "type_mismatch", 1, 8),
+    ];
+    for (condition, code, line, column) in cases {
+        for path in ["/api/v1/segments", "/api/v1/segments/preview"] {
+            let reply = app.post(key, path, &json!({"name": "s", "condition": condition})).await;
+            reply.assert_error(400, "invalid_condition");
+            reply.assert_field("condition");
+            assert_eq!(
+                (reply.json["line"].as_u64(), reply.json["column"].as_u64()),
+                (Some(line), Some(column)),
+                "{condition}: {}",
+                reply.text
+            );
+            assert_eq!(reply.json["errors"][0]["code"], code, "{condition}: {}", reply.text);
+        }
+    }
+    assert_eq!(app.get(key, "/api/v1/segments").await.ok(), json!([]));
+    app.post(key, "/api/v1/segments", &json!({"name": " ", "condition": "reachable"}))
+        .await
+        .assert_error(400, "invalid_request");
 }

@@ -8,12 +8,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use siyu_model::{Event, Industry, Millis, Seq, TenantId, TenantSettings};
 
+pub mod audience;
 mod codec;
 mod migrate;
 pub mod postgres;
+mod postgres_audience;
 pub mod scratch;
 pub mod sqlite;
+mod sqlite_audience;
 
+pub use audience::{AudienceKind, AudienceStore, MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};
 pub use codec::{decode_identities, encode_identities, split_identities};
 
 /// A tenant as stored.
@@ -106,6 +110,9 @@ pub enum StoreError {
     TenantExists(String),
     #[error("no tenant {0}")]
     NoSuchTenant(TenantId),
+    /// A live tag group, tag or segment of the tenant already has this name.
+    #[error("a {} named {name:?} already exists", kind.as_str())]
+    NameTaken { kind: AudienceKind, name: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("failed to open the database: {0}")]
@@ -135,7 +142,7 @@ impl From<tokio::task::JoinError> for StoreError {
 
 /// Everything siyu persists. Every method that touches tenant data takes the tenant first.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AudienceStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     async fn create_tenant(&self, name: &str, industry: Industry, keys: &[(KeyKind, String)]) -> Result<TenantRecord>;

@@ -24,7 +24,7 @@ use crate::{
 const REPLAY_PAGE: i64 = 50_000;
 
 pub struct PostgresStore {
-    pool: sqlx::PgPool,
+    pub(crate) pool: sqlx::PgPool,
 }
 
 impl PostgresStore {

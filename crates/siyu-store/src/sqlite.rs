@@ -30,8 +30,8 @@ struct Inner {
     _stop_checkpointer: std::sync::mpsc::Sender<()>,
 }
 
-struct Writer {
-    conn: Connection,
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -107,6 +107,9 @@ impl SqliteStore {
             .map(|_| {
                 let reader = Connection::open(path)?;
                 configure(&reader)?;
+                // Readers mostly stream the log once (replays) or fetch a few rows (timelines):
+                // a small cache each; the writer keeps the large one.
+                reader.pragma_update(None, "cache_size", -16_384)?;
                 Ok(Mutex::new(reader))
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -117,7 +120,10 @@ impl SqliteStore {
         })
     }
 
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             // Take a free reader if there is one, else queue on the first.
@@ -127,7 +133,10 @@ impl SqliteStore {
         .await?
     }
 
-    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&mut inner.writer.lock())).await?
     }

@@ -15,7 +15,9 @@ use siyu_model::{
     TenantSettings,
 };
 use siyu_store::scratch::ScratchDatabase;
-use siyu_store::{AppendOutcome, Backend, KeyKind, ScanDetail, Store, StoreError, StoredEvent};
+use siyu_store::{
+    AppendOutcome, AudienceKind, Backend, KeyKind, MembershipChange, ScanDetail, Store, StoreError, StoredEvent, TagOp,
+};
 use sqlx::Connection;
 
 const PG_URL_VAR: &str = "SIYU_TEST_DATABASE_URL";
@@ -72,6 +74,8 @@ conformance! {
         tenants_are_isolated,
         money_and_identities_round_trip_exactly,
         concurrent_appends_stay_dense_and_idempotent,
+        audience_records_round_trip_per_tenant,
+        tag_ops_and_membership_changes_append_in_order,
     ],
     db: [
         a_reopened_store_keeps_everything_and_continues_seqs,
@@ -754,4 +758,101 @@ fn assert_same_event(stored: &Event, sent: &Event, detail: ScanDetail) {
             assert_eq!(json(&stored.traits), json(&sent.traits), "{id}: traits");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tags and segments (issue 3)
+
+async fn audience_records_round_trip_per_tenant(store: Arc<dyn Store>) -> Result<()> {
+    let a = store.create_tenant("a", Industry::ConsumerGoods, &[]).await?.id;
+    let b = store.create_tenant("b", Industry::ConsumerGoods, &[]).await?.id;
+    let group = store.create_tag_group(a, "意向").await?;
+    ensure!(group.id == 1, "{group:?}");
+    match store.create_tag_group(a, "意向").await {
+        Err(StoreError::NameTaken { kind: AudienceKind::TagGroup, name }) => ensure!(name == "意向"),
+        other => anyhow::bail!("a duplicate group name must be refused: {other:?}"),
+    }
+    // The same name in another tenant is fine.
+    ensure!(store.create_tag_group(b, "意向").await?.id == 1);
+    let hot = store.create_tag(a, "高意向", Some(group.id), None).await?;
+    let rule = store.create_tag(a, "大客户", None, Some("net_revenue >= 1000")).await?;
+    ensure!((hot.id, rule.id) == (1, 2));
+    ensure!(store.tags(a).await? == vec![hot.clone(), rule.clone()]);
+    ensure!(store.tags(b).await?.is_empty(), "B sees A's tags");
+    ensure!(!store.delete_tag(b, hot.id).await?, "B deleted A's tag");
+    ensure!(store.delete_tag(a, hot.id).await?);
+    ensure!(!store.delete_tag(a, hot.id).await?, "deleting twice");
+    // A deleted name is free again, with a new id (ids are never reused).
+    let again = store.create_tag(a, "高意向", None, None).await?;
+    ensure!(again.id == 3, "{again:?}");
+    ensure!(store.tags(a).await?.iter().map(|t| t.id).collect::<Vec<_>>() == vec![2, 3]);
+    ensure!(store.delete_tag_group(a, group.id).await?);
+    ensure!(store.tag_groups(a).await?.is_empty() && store.tag_groups(b).await?.len() == 1);
+
+    let seg = store.create_segment(a, "真爱粉", "tier = true_fan").await?;
+    ensure!(store.create_segment(a, "真爱粉", "reachable").await.is_err());
+    let other = store.create_segment(a, "可触达", "reachable").await?;
+    match store.update_segment(a, other.id, "真爱粉", "reachable").await {
+        Err(StoreError::NameTaken { kind: AudienceKind::Segment, .. }) => {}
+        other => anyhow::bail!("renaming onto a taken name must be refused: {other:?}"),
+    }
+    let updated = store.update_segment(a, seg.id, "真爱粉2", "tier >= warm_fan").await?.context("updated")?;
+    ensure!(
+        updated.condition == "tier >= warm_fan" && updated.name == "真爱粉2" && updated.created_at == seg.created_at
+    );
+    ensure!(store.update_segment(b, seg.id, "x", "reachable").await?.is_none(), "B updated A's segment");
+    ensure!(store.segments(b).await?.is_empty());
+    ensure!(store.delete_segment(a, other.id).await?);
+    ensure!(store.segments(a).await? == vec![updated]);
+    Ok(())
+}
+
+async fn tag_ops_and_membership_changes_append_in_order(store: Arc<dyn Store>) -> Result<()> {
+    let a = store.create_tenant("a", Industry::ConsumerGoods, &[]).await?.id;
+    let b = store.create_tenant("b", Industry::ConsumerGoods, &[]).await?.id;
+    let op = |tag_id: i64, add: bool, after_seq: i64| TagOp {
+        op_id: 0,
+        tag_id,
+        profile_id: 7,
+        identity_kind: "user_id".into(),
+        identity_value: "u7".into(),
+        add,
+        actor: "api".into(),
+        after_seq,
+        at: Millis(1_000 + after_seq),
+    };
+    let stored = store.append_tag_ops(a, &[op(1, true, 3), op(1, false, 5)]).await?;
+    ensure!(stored.iter().map(|o| o.op_id).collect::<Vec<_>>() == vec![1, 2]);
+    let more = store.append_tag_ops(a, &[op(2, true, 9)]).await?;
+    ensure!(more[0].op_id == 3);
+    let all = store.tag_ops(a).await?;
+    ensure!(all.len() == 3 && all[..2] == stored[..] && all[2] == more[0], "{all:?}");
+    ensure!(store.tag_ops(b).await?.is_empty(), "B sees A's tag operations");
+
+    let change = |segment_id: i64, profile_id: i64, entered: bool, seq: Option<i64>| MembershipChange {
+        change_id: 0,
+        segment_id,
+        profile_id,
+        entered,
+        at: Millis(5_000),
+        seq,
+    };
+    store.append_membership_changes(a, &[change(1, 7, true, Some(4)), change(2, 7, true, None)]).await?;
+    store.append_membership_changes(a, &[change(1, 7, false, None), change(1, 8, true, Some(9))]).await?;
+    store.append_membership_changes(b, &[change(1, 7, true, None)]).await?;
+    let of_7 = store.membership_changes(a, Some(7), None, None, 100).await?;
+    ensure!(of_7.iter().map(|c| c.change_id).collect::<Vec<_>>() == vec![3, 2, 1], "{of_7:?}");
+    ensure!(!of_7[0].entered && of_7[2].seq == Some(4) && of_7[1].seq.is_none());
+    let seg_1 = store.membership_changes(a, None, Some(1), None, 2).await?;
+    ensure!(seg_1.iter().map(|c| c.change_id).collect::<Vec<_>>() == vec![4, 3], "{seg_1:?}");
+    let older = store.membership_changes(a, None, Some(1), Some(3), 10).await?;
+    ensure!(older.iter().map(|c| c.change_id).collect::<Vec<_>>() == vec![1]);
+    ensure!(store.membership_changes(b, None, None, None, 10).await?.len() == 1);
+
+    store.record_segment_sizes(a, "2026-11-01", &[(1, 10), (2, 3)]).await?;
+    store.record_segment_sizes(a, "2026-11-02", &[(1, 12)]).await?;
+    store.record_segment_sizes(a, "2026-11-02", &[(1, 11)]).await?;
+    ensure!(store.segment_sizes(a, 1).await? == vec![("2026-11-01".to_string(), 10), ("2026-11-02".to_string(), 11)]);
+    ensure!(store.segment_sizes(b, 1).await?.is_empty());
+    Ok(())
 }

@@ -37,6 +37,9 @@ enum Command {
     /// Manage tenants (经营者).
     #[command(subcommand)]
     Tenant(cmd::tenant::Command),
+    /// Manage segments (人群): create, list, show/preview, delete, export.
+    #[command(subcommand)]
+    Segment(cmd::segment::Command),
     /// Import NDJSON or CSV events into a tenant's log (streaming, idempotent).
     Import(cmd::import::Args),
     /// Write a simulated merchant's event stream as NDJSON.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(&settings, args).await,
             Command::Demo(args) => cmd::demo::run(&settings, args).await,
             Command::Tenant(command) => cmd::tenant::run(&settings, command).await,
+            Command::Segment(command) => cmd::segment::run(&settings, command).await,
             Command::Import(args) => cmd::import::run(&settings, args).await,
             Command::Simulate(args) => cmd::simulate::run(args),
             Command::Rebuild(args) => cmd::rebuild::run(&settings, args).await,

@@ -92,7 +92,7 @@ impl Default for ProfileSnapshot {
 }
 
 /// The boolean structure, shared by profile conditions and event filters.
-fn holds(condition: &Condition, atom: &dyn Fn(&Condition) -> bool) -> bool {
+pub fn holds(condition: &Condition, atom: &dyn Fn(&Condition) -> bool) -> bool {
     match condition {
         Condition::And(items) => items.iter().all(|c| holds(c, atom)),
         Condition::Or(items) => items.iter().any(|c| holds(c, atom)),
@@ -108,8 +108,10 @@ struct Context<'a> {
     t: Millis,
 }
 
-/// A term's value; `Missing` compares false with everything.
-enum Val<'a> {
+/// A term's value; `Missing` compares false with everything. Public so that faster evaluators
+/// share these exact comparison semantics ([`compare`], [`contains`], [`lookup`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'a> {
     Missing,
     Number(f64),
     Money(Fen),
@@ -223,7 +225,7 @@ fn event_value<'e>(operand: &Operand, event: &'e PlainEventWithProps) -> Val<'e>
 }
 
 /// Follows `path` through nested JSON objects; `null` counts as missing.
-fn lookup<'a>(root: Option<&'a Json>, path: &[String]) -> Val<'a> {
+pub fn lookup<'a>(root: Option<&'a Json>, path: &[String]) -> Val<'a> {
     let mut at = root;
     for key in path {
         at = at.and_then(|v| v.get(key));
@@ -235,7 +237,7 @@ fn lookup<'a>(root: Option<&'a Json>, path: &[String]) -> Val<'a> {
 }
 
 /// `!=` is exactly `not =`; ordering operators need comparable values of one type.
-fn compare(v: &Val<'_>, op: CmpOp, value: &Scalar) -> bool {
+pub fn compare(v: &Val<'_>, op: CmpOp, value: &Scalar) -> bool {
     match op {
         CmpOp::Eq => equals(v, value),
         CmpOp::Ne => !equals(v, value),
@@ -270,7 +272,7 @@ fn order(v: &Val<'_>, value: &Scalar) -> Option<Ordering> {
 }
 
 /// Text containing the needle, or an array with an element equal to it.
-fn contains(v: &Val<'_>, needle: &str) -> bool {
+pub fn contains(v: &Val<'_>, needle: &str) -> bool {
     match v {
         Val::Json(Json::String(text)) => text.contains(needle),
         Val::Json(Json::Array(items)) => items.iter().any(|item| item.as_str() == Some(needle)),

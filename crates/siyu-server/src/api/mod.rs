@@ -1,5 +1,6 @@
 //! The native API under `/api/v1`: ingestion, profiles, the tenant's summary and settings.
 
+mod audience;
 mod events;
 mod profiles;
 mod tenant;
@@ -11,7 +12,11 @@ use crate::AppState;
 pub use events::IngestResponse;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(events::routes()).merge(profiles::routes()).merge(tenant::routes())
+    OpenApiRouter::new()
+        .merge(events::routes())
+        .merge(profiles::routes())
+        .merge(tenant::routes())
+        .merge(audience::routes())
 }
 
 /// Parses an optional RFC 3339 `as_of` query parameter.

@@ -37,7 +37,7 @@ pub struct ListQuery {
     rfm: Option<String>,
     /// profiles with events on this channel
     channel: Option<String>,
-    /// profiles whose `tags` trait holds this tag
+    /// profiles carrying this tag (or whose `tags` trait holds it)
     tag: Option<String>,
     /// text search in name and identity values
     q: Option<String>,

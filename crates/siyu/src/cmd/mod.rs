@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod import;
 pub mod rebuild;
+pub mod segment;
 pub mod serve;
 pub mod simulate;
 pub mod tenant;

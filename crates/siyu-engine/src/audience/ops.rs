@@ -1,0 +1,770 @@
+//! What operators do with tags and segments, as [`Engine`] methods: define, tag by hand (one
+//! profile or a whole segment), preview, list members, export. Each change is made durable in the
+//! store and applied to the in-memory state; reads come from memory.
+
+use serde::Serialize;
+use siyu_model::condition::{compile, parse, ConditionError};
+use siyu_model::score::RfmMeans;
+use siyu_model::{Millis, ProfileId, TenantId};
+use siyu_store::{AudienceKind, MembershipChange, StoreError, TagOp};
+use utoipa::ToSchema;
+
+use super::{cst_day, Evaluator, Segment};
+use crate::query::{ProfileRef, ProfileRow};
+use crate::state::TenantState;
+use crate::{Engine, EngineError, Result};
+
+/// A refusal of a tag or segment operation.
+#[derive(Debug, thiserror::Error)]
+pub enum AudienceError {
+    /// The condition does not parse or check; every error carries its line and column.
+    #[error("invalid condition: {}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    InvalidCondition(Vec<ConditionError>),
+    #[error("a {} named {name:?} already exists", kind.as_str())]
+    NameTaken { kind: AudienceKind, name: String },
+    #[error("no {} {what}", kind.as_str())]
+    NotFound { kind: AudienceKind, what: String },
+    /// The record is still used (a tag read by a segment's condition).
+    #[error("{0}")]
+    InUse(String),
+    #[error("{message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn map_store(e: StoreError) -> EngineError {
+    match e {
+        StoreError::NameTaken { kind, name } => AudienceError::NameTaken { kind, name }.into(),
+        other => other.into(),
+    }
+}
+
+fn not_found(kind: AudienceKind, what: impl ToString) -> EngineError {
+    AudienceError::NotFound { kind, what: what.to_string() }.into()
+}
+
+fn check_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(AudienceError::Invalid {
+            field: "name",
+            message: "a name is 1 to 100 characters, without control characters".into(),
+        }
+        .into());
+    }
+    Ok(name.to_string())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagGroupView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagView {
+    pub id: i64,
+    pub name: String,
+    pub group_id: Option<i64>,
+    /// `manual` (set by operators, imports and bulk actions).
+    pub kind: String,
+    /// Profiles carrying the tag now.
+    pub profiles: u64,
+    pub created_at: String,
+}
+
+/// One manual tag operation on a profile: who, when, after which log position.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TagHistoryEntry {
+    pub tag: String,
+    /// `added` | `removed`
+    pub action: String,
+    /// Who: `api`, `cli`, `segment:<id>` (bulk by segment), …
+    pub actor: String,
+    pub at: String,
+    /// The last event in the log when it happened.
+    pub after_seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProfileTags {
+    pub profile_id: ProfileId,
+    pub tags: Vec<String>,
+    /// Newest first.
+    pub history: Vec<TagHistoryEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SegmentView {
+    pub id: i64,
+    pub name: String,
+    /// The condition in canonical form.
+    pub condition: String,
+    pub size: u64,
+    /// Whether time alone can change membership (windows, `ago`, decaying scores): such segments
+    /// are re-evaluated by the periodic sweep.
+    pub time_dependent: bool,
+    /// Set when the stored condition no longer checks (it then matches nobody).
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SegmentPreview {
+    /// The condition in canonical form.
+    pub condition: String,
+    pub size: u64,
+    /// Up to `sample` members, in id order.
+    pub sample: Vec<ProfileRow>,
+    pub time_dependent: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MembershipChangeView {
+    pub id: i64,
+    pub segment_id: i64,
+    pub profile_id: i64,
+    /// `entered` | `exited`
+    pub change: String,
+    pub at: String,
+    /// The event that caused it (null when time passing or a definition change did).
+    pub seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SegmentMembers {
+    pub items: Vec<ProfileRow>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SizePoint {
+    /// China Standard Time day.
+    pub day: String,
+    pub size: u64,
+}
+
+/// What a tag operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagAction {
+    Add,
+    Remove,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
+/// Fields an export may contain (besides `traits.KEY` and identity kinds).
+pub const EXPORT_FIELDS: [&str; 14] = [
+    "id",
+    "name",
+    "tier",
+    "pool_stage",
+    "ownership",
+    "rfm",
+    "affinity",
+    "reachable",
+    "net_revenue",
+    "paid_orders",
+    "first_seen",
+    "last_seen",
+    "tags",
+    "channels",
+];
+
+pub(crate) fn row_of(state: &TenantState, id: ProfileId, t: Millis, means: &RfmMeans) -> Option<ProfileRow> {
+    let profile = state.profile(id)?;
+    let scores = state.scores_at(id, t)?;
+    let name = profile
+        .traits
+        .as_ref()
+        .and_then(|traits| ["name", "nickname", "username"].iter().find_map(|k| traits.get(*k)?.as_str()))
+        .map(str::to_string);
+    Some(ProfileRow {
+        id,
+        name,
+        identities: profile.identities.iter().take(4).map(|l| l.identity.to_string()).collect(),
+        affinity: scores.affinity,
+        tier: scores.tier.to_string(),
+        pool_stage: scores.pool_stage.to_string(),
+        ownership: scores.ownership.to_string(),
+        rfm: scores.rfm.map(|input| means.group(&input).to_string()),
+        net_revenue: scores.net_revenue.0 as f64 / 100.0,
+        last_seen: profile.facts.last().map(|f| f.ts.to_rfc3339()),
+    })
+}
+
+fn segment_view(segment: &Segment) -> SegmentView {
+    SegmentView {
+        id: segment.record.id,
+        name: segment.record.name.clone(),
+        condition: segment.record.condition.clone(),
+        size: segment.members.size(),
+        time_dependent: segment.deps.time_dependent || segment.deps.tenant_wide,
+        error: segment.error.clone(),
+        created_at: segment.record.created_at.to_rfc3339(),
+        updated_at: segment.record.updated_at.to_rfc3339(),
+    }
+}
+
+fn change_view(c: &MembershipChange) -> MembershipChangeView {
+    MembershipChangeView {
+        id: c.change_id,
+        segment_id: c.segment_id,
+        profile_id: c.profile_id,
+        change: if c.entered { "entered" } else { "exited" }.to_string(),
+        at: c.at.to_rfc3339(),
+        seq: c.seq,
+    }
+}
+
+/// Parses and checks a condition against the tenant's state; returns it with its canonical text.
+fn checked(state: &TenantState, text: &str) -> Result<(siyu_model::condition::Condition, String)> {
+    let schema = state.schema();
+    let condition = compile(text, &schema).map_err(AudienceError::InvalidCondition)?;
+    let canonical = parse(text).map_err(|e| AudienceError::InvalidCondition(vec![e]))?.to_string();
+    Ok((condition, canonical))
+}
+
+impl Engine {
+    // --- tag groups -----------------------------------------------------------------------
+
+    pub async fn create_tag_group(&self, tenant: TenantId, name: &str) -> Result<TagGroupView> {
+        let name = check_name(name)?;
+        let runtime = self.tenant(tenant)?;
+        let record = self.store().create_tag_group(tenant, &name).await.map_err(map_store)?;
+        runtime.state.write().audience.groups.push(record.clone());
+        Ok(TagGroupView { id: record.id, name: record.name, created_at: record.created_at.to_rfc3339() })
+    }
+
+    pub fn tag_groups(&self, tenant: TenantId) -> Result<Vec<TagGroupView>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        Ok(state
+            .audience
+            .groups
+            .iter()
+            .map(|g| TagGroupView { id: g.id, name: g.name.clone(), created_at: g.created_at.to_rfc3339() })
+            .collect())
+    }
+
+    /// Deletes a group; its tags stay, without a group.
+    pub async fn delete_tag_group(&self, tenant: TenantId, id: i64) -> Result<()> {
+        let runtime = self.tenant(tenant)?;
+        if !self.store().delete_tag_group(tenant, id).await? {
+            return Err(not_found(AudienceKind::TagGroup, id));
+        }
+        runtime.state.write().audience.groups.retain(|g| g.id != id);
+        Ok(())
+    }
+
+    // --- tags -----------------------------------------------------------------------------
+
+    pub async fn create_tag(&self, tenant: TenantId, name: &str, group_id: Option<i64>) -> Result<TagView> {
+        let name = check_name(name)?;
+        let runtime = self.tenant(tenant)?;
+        if let Some(group) = group_id {
+            if !runtime.state.read().audience.groups.iter().any(|g| g.id == group) {
+                return Err(
+                    AudienceError::Invalid { field: "group_id", message: format!("no tag group {group}") }.into()
+                );
+            }
+        }
+        let record = self.store().create_tag(tenant, &name, group_id, None).await.map_err(map_store)?;
+        let mut state = runtime.state.write();
+        let mut tags = state.audience.tags.clone();
+        tags.push(record.clone());
+        state.audience.set_tags(tags);
+        Ok(TagView {
+            id: record.id,
+            name: record.name,
+            group_id,
+            kind: "manual".into(),
+            profiles: 0,
+            created_at: record.created_at.to_rfc3339(),
+        })
+    }
+
+    pub fn tags(&self, tenant: TenantId) -> Result<Vec<TagView>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let mut counts = rustc_hash::FxHashMap::<u32, u64>::default();
+        for id in state.profile_ids() {
+            for tag in &state.profile(id).expect("live").tags {
+                *counts.entry(*tag).or_default() += 1;
+            }
+        }
+        Ok(state
+            .audience
+            .tags
+            .iter()
+            .map(|t| TagView {
+                id: t.id,
+                name: t.name.clone(),
+                group_id: t.group_id,
+                kind: if t.condition.is_some() { "rule" } else { "manual" }.into(),
+                profiles: counts.get(&(t.id as u32)).copied().unwrap_or(0),
+                created_at: t.created_at.to_rfc3339(),
+            })
+            .collect())
+    }
+
+    /// Deletes a tag (and takes it off every profile); refused while a segment reads it.
+    pub async fn delete_tag(&self, tenant: TenantId, id: i64) -> Result<()> {
+        let runtime = self.tenant(tenant)?;
+        {
+            let state = runtime.state.read();
+            let tag =
+                state.audience.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
+            if let Some(user) = state.audience.segments.iter().find(|s| s.deps.tags.contains(&tag.name)) {
+                return Err(AudienceError::InUse(format!(
+                    "tag {:?} is used by segment {:?} (id {}); change that segment first",
+                    tag.name, user.record.name, user.record.id
+                ))
+                .into());
+            }
+        }
+        if !self.store().delete_tag(tenant, id).await? {
+            return Err(not_found(AudienceKind::Tag, id));
+        }
+        let mut state = runtime.state.write();
+        let tags = state.audience.tags.iter().filter(|t| t.id != id).cloned().collect();
+        state.audience.set_tags(tags);
+        let ids: Vec<ProfileId> = state.profile_ids().collect();
+        for profile in ids {
+            let tags = &mut state.profile_mut(profile).expect("live").tags;
+            tags.retain(|t| i64::from(*t) != id);
+        }
+        Ok(())
+    }
+
+    /// Adds or removes tags (by name) on profiles. Applied in memory first — at the log position
+    /// the state is at, which is recorded with the operation so a replay applies it at the same
+    /// point — then made durable; if that fails, the tenant is re-derived and the error returned.
+    pub async fn tag_profiles(
+        &self,
+        tenant: TenantId,
+        profiles: &[ProfileId],
+        changes: &[(String, TagAction)],
+        actor: &str,
+    ) -> Result<u64> {
+        let runtime = self.tenant(tenant)?;
+        let now = Millis::now();
+        let (ops, membership) = {
+            let mut state = runtime.state.write();
+            let mut resolved = Vec::with_capacity(changes.len());
+            for (name, action) in changes {
+                let tag =
+                    state.audience.tag_id(name).ok_or_else(|| not_found(AudienceKind::Tag, format!("{name:?}")))?;
+                resolved.push((tag, *action));
+            }
+            let mut ops = Vec::new();
+            let mut touched = Vec::new();
+            for &id in profiles {
+                let live = state.resolve(id).ok_or(EngineError::NoSuchProfile(id))?;
+                let anchor = state
+                    .profile(live)
+                    .and_then(|p| p.identities.iter().min_by_key(|l| (l.identity.kind.rank(), l.seq)))
+                    .map(|l| l.identity.clone())
+                    .ok_or(EngineError::NoSuchProfile(id))?;
+                for &(tag, action) in &resolved {
+                    let op = TagOp {
+                        op_id: 0,
+                        tag_id: i64::from(tag),
+                        profile_id: i64::from(live),
+                        identity_kind: anchor.kind.as_str().to_string(),
+                        identity_value: anchor.value.clone(),
+                        add: action == TagAction::Add,
+                        actor: actor.to_string(),
+                        after_seq: state.applied_seq,
+                        at: now,
+                    };
+                    ops.push(op.clone());
+                    if let Some(changed) = state.apply_tag_op(op) {
+                        touched.push(changed);
+                    }
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            let membership = state.refresh_for_tags(&touched, now);
+            (ops, membership)
+        };
+        let changed = ops.len() as u64;
+        if let Err(e) = self.store().append_tag_ops(tenant, &ops).await {
+            tracing::error!(tenant = %tenant, error = %e, "tag operations not stored; re-deriving the tenant");
+            self.rebuild(tenant).await?;
+            return Err(e.into());
+        }
+        if let Err(e) = self.store().append_membership_changes(tenant, &membership).await {
+            tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
+        }
+        Ok(changed)
+    }
+
+    /// A profile's tags and their history.
+    pub fn profile_tags(&self, tenant: TenantId, reference: &ProfileRef) -> Result<ProfileTags> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let id = state.find(reference).ok_or_else(|| match reference {
+            ProfileRef::Id(id) => EngineError::NoSuchProfile(*id),
+            ProfileRef::Identity(_) => EngineError::NoSuchProfile(0),
+        })?;
+        let profile = state.profile(id).ok_or(EngineError::NoSuchProfile(id))?;
+        let tags = profile.tags.iter().filter_map(|t| state.audience.tag_name(*t)).map(str::to_string).collect();
+        let mine = |op: &&TagOp| {
+            op.profile_id == i64::from(id)
+                || state.resolve(op.profile_id as ProfileId) == Some(id)
+                || profile
+                    .identities
+                    .iter()
+                    .any(|l| l.identity.kind.as_str() == op.identity_kind && l.identity.value == op.identity_value)
+        };
+        let history = state
+            .audience
+            .tag_ops
+            .iter()
+            .rev()
+            .filter(mine)
+            .take(500)
+            .map(|op| TagHistoryEntry {
+                tag: state.audience.tag_name(op.tag_id as u32).unwrap_or("(deleted tag)").to_string(),
+                action: if op.add { "added" } else { "removed" }.into(),
+                actor: op.actor.clone(),
+                at: op.at.to_rfc3339(),
+                after_seq: op.after_seq,
+            })
+            .collect();
+        Ok(ProfileTags { profile_id: id, tags, history })
+    }
+
+    // --- segments -------------------------------------------------------------------------
+
+    /// Checks a condition and evaluates it over every profile now, without saving anything.
+    pub fn preview_segment(&self, tenant: TenantId, text: &str, sample: usize) -> Result<SegmentPreview> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let (condition, canonical) = checked(&state, text)?;
+        let t = Millis::now();
+        let means = state.rfm_means(t);
+        let evaluator = Evaluator::new(&state, t, &means);
+        let mut size = 0;
+        let mut rows = Vec::new();
+        for id in state.profile_ids() {
+            if evaluator.matches(&condition, id) {
+                size += 1;
+                if rows.len() < sample {
+                    rows.extend(row_of(&state, id, t, &means));
+                }
+            }
+        }
+        let time_dependent = condition.is_time_dependent() || condition.dependencies().tenant_wide;
+        Ok(SegmentPreview { condition: canonical, size, sample: rows, time_dependent })
+    }
+
+    pub async fn create_segment(&self, tenant: TenantId, name: &str, text: &str) -> Result<SegmentView> {
+        let name = check_name(name)?;
+        let runtime = self.tenant(tenant)?;
+        let (_, canonical) = checked(&runtime.state.read(), text)?;
+        let record = self.store().create_segment(tenant, &name, &canonical).await.map_err(map_store)?;
+        self.install_segment(tenant, record, None).await
+    }
+
+    pub async fn update_segment(
+        &self,
+        tenant: TenantId,
+        id: i64,
+        name: Option<&str>,
+        text: Option<&str>,
+    ) -> Result<SegmentView> {
+        let runtime = self.tenant(tenant)?;
+        let (old_name, old_condition) = {
+            let state = runtime.state.read();
+            let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+            (segment.record.name.clone(), segment.record.condition.clone())
+        };
+        let name = check_name(name.unwrap_or(&old_name))?;
+        let text = text.unwrap_or(&old_condition);
+        let (_, canonical) = checked(&runtime.state.read(), text)?;
+        let record = self
+            .store()
+            .update_segment(tenant, id, &name, &canonical)
+            .await
+            .map_err(map_store)?
+            .ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        self.install_segment(tenant, record, Some(id)).await
+    }
+
+    /// Puts a (new or changed) segment into the state and evaluates it; a changed one records who
+    /// entered and left because of the change.
+    async fn install_segment(
+        &self,
+        tenant: TenantId,
+        record: siyu_store::SegmentRecord,
+        replaces: Option<i64>,
+    ) -> Result<SegmentView> {
+        let runtime = self.tenant(tenant)?;
+        let now = Millis::now();
+        let (view, changes, property_types) = {
+            let mut state = runtime.state.write();
+            let schema = state.schema();
+            let checked = compile(&record.condition, &schema)
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+            let mut segment = Segment::new(record.clone(), checked);
+            if let Some(old) = replaces.and_then(|id| state.audience.segments.iter().position(|s| s.record.id == id)) {
+                segment.members = state.audience.segments[old].members.clone();
+                state.audience.segments[old] = segment;
+            } else {
+                state.audience.segments.push(segment);
+            }
+            let before = state.audience.property_types.len();
+            let property_types = state.recount_property_types();
+            let rescan = state.audience.property_types.len() > before;
+            let changes = if rescan { Vec::new() } else { state.evaluate_segment(record.id, now, None) };
+            let view = segment_view(state.audience.segment(record.id).expect("installed"));
+            (view, changes, rescan.then_some(property_types))
+        };
+        if let Some(types) = property_types {
+            // A filter on properties of a type not kept so far: read them from the log.
+            self.load_properties(tenant, &types).await?;
+            let mut state = runtime.state.write();
+            state.evaluate_segment(record.id, now, None);
+            let view = segment_view(state.audience.segment(record.id).expect("installed"));
+            return Ok(view);
+        }
+        if replaces.is_some() {
+            if let Err(e) = self.store().append_membership_changes(tenant, &changes).await {
+                tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
+            }
+        }
+        Ok(view)
+    }
+
+    /// Reads the properties of events of `types` from the log into the audience's side table.
+    pub(crate) async fn load_properties(&self, tenant: TenantId, types: &[String]) -> Result<()> {
+        let runtime = self.tenant(tenant)?;
+        let mut after = 0;
+        loop {
+            let page = self.store().scan(tenant, after, 10_000, siyu_store::ScanDetail::Full).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let mut state = runtime.state.write();
+            for stored in &page {
+                let name = stored.event.kind.as_str();
+                if !types.iter().any(|t| t == name) {
+                    continue;
+                }
+                if let (Some(code), Some(props)) = (state.type_code_of(name), &stored.event.properties) {
+                    state.audience.keep_properties(stored.seq, code, props.get());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn delete_segment(&self, tenant: TenantId, id: i64) -> Result<()> {
+        let runtime = self.tenant(tenant)?;
+        if !self.store().delete_segment(tenant, id).await? {
+            return Err(not_found(AudienceKind::Segment, id));
+        }
+        runtime.state.write().audience.segments.retain(|s| s.record.id != id);
+        Ok(())
+    }
+
+    pub fn segments(&self, tenant: TenantId) -> Result<Vec<SegmentView>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        Ok(state.audience.segments.iter().map(segment_view).collect())
+    }
+
+    pub fn segment(&self, tenant: TenantId, id: i64) -> Result<SegmentView> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        state.audience.segment(id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, id))
+    }
+
+    /// A page of members in id order after `cursor`.
+    pub fn segment_members(
+        &self,
+        tenant: TenantId,
+        id: i64,
+        cursor: Option<ProfileId>,
+        limit: usize,
+    ) -> Result<SegmentMembers> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let t = Millis::now();
+        let means = state.rfm_means(t);
+        let mut ids = segment.members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
+        let page: Vec<ProfileId> = ids.by_ref().take(limit).collect();
+        let more = ids.next().is_some();
+        let items: Vec<ProfileRow> = page.iter().filter_map(|m| row_of(&state, *m, t, &means)).collect();
+        let next_cursor = if more { page.last().map(ToString::to_string) } else { None };
+        Ok(SegmentMembers { items, next_cursor })
+    }
+
+    /// Member ids of a segment (for bulk actions).
+    pub fn segment_member_ids(&self, tenant: TenantId, id: i64) -> Result<Vec<ProfileId>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        Ok(segment.members.iter().collect())
+    }
+
+    pub async fn segment_sizes(&self, tenant: TenantId, id: i64) -> Result<Vec<SizePoint>> {
+        self.segment(tenant, id)?;
+        let sizes = self.store().segment_sizes(tenant, id).await?;
+        Ok(sizes.into_iter().map(|(day, size)| SizePoint { day, size }).collect())
+    }
+
+    /// Entered/exited records, newest first, of a profile and/or a segment.
+    pub async fn membership_changes(
+        &self,
+        tenant: TenantId,
+        profile: Option<ProfileId>,
+        segment: Option<i64>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<MembershipChangeView>> {
+        let changes = self.store().membership_changes(tenant, profile.map(i64::from), segment, before, limit).await?;
+        Ok(changes.iter().map(change_view).collect())
+    }
+
+    /// The segments a profile is in now.
+    pub fn profile_segments(&self, tenant: TenantId, id: ProfileId) -> Result<Vec<SegmentView>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let live = state.resolve(id).ok_or(EngineError::NoSuchProfile(id))?;
+        Ok(state.audience.segments.iter().filter(|s| s.members.contains(live)).map(segment_view).collect())
+    }
+
+    /// Checks the fields of an export: the fixed ones, identity kinds and `traits.KEY`.
+    pub fn check_export_fields(fields: &[String]) -> Result<()> {
+        for field in fields {
+            let known = EXPORT_FIELDS.contains(&field.as_str())
+                || field.strip_prefix("traits.").is_some_and(|k| !k.is_empty())
+                || siyu_model::IdentityKind::parse(field)
+                    .is_ok_and(|k| !matches!(k, siyu_model::IdentityKind::Custom(_)));
+            if !known {
+                return Err(AudienceError::Invalid {
+                    field: "fields",
+                    message: format!(
+                        "unknown export field {field:?}; use {}, an identity kind (phone, user_id, …) or traits.KEY",
+                        EXPORT_FIELDS.join(", ")
+                    ),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The members of a segment with the chosen fields, as CSV (with a header) or NDJSON.
+    pub fn export_segment(&self, tenant: TenantId, id: i64, format: ExportFormat, fields: &[String]) -> Result<String> {
+        Engine::check_export_fields(fields)?;
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let t = Millis::now();
+        let means = state.rfm_means(t);
+        let mut out = String::new();
+        if format == ExportFormat::Csv {
+            out.push_str(&fields.iter().map(|f| csv_cell(f)).collect::<Vec<_>>().join(","));
+            out.push('\n');
+        }
+        for member in segment.members.iter() {
+            let values: Vec<serde_json::Value> =
+                fields.iter().map(|f| export_value(&state, member, f, t, &means)).collect();
+            match format {
+                ExportFormat::Csv => {
+                    let cells: Vec<String> = values
+                        .iter()
+                        .map(|v| match v {
+                            serde_json::Value::Null => String::new(),
+                            serde_json::Value::String(s) => csv_cell(s),
+                            other => csv_cell(&other.to_string()),
+                        })
+                        .collect();
+                    out.push_str(&cells.join(","));
+                }
+                ExportFormat::Ndjson => {
+                    let object: serde_json::Map<String, serde_json::Value> =
+                        fields.iter().cloned().zip(values).collect();
+                    out.push_str(&serde_json::Value::Object(object).to_string());
+                }
+            }
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// Re-evaluates time-dependent segments of every tenant and records today's sizes.
+    pub async fn sweep_segments(&self) -> Result<u64> {
+        let mut total = 0;
+        for tenant in self.tenant_ids() {
+            let runtime = self.tenant(tenant)?;
+            let now = Millis::now();
+            let (changes, sizes) = runtime.state.write().sweep_audience(now);
+            total += changes.len() as u64;
+            self.store().append_membership_changes(tenant, &changes).await?;
+            self.store().record_segment_sizes(tenant, &cst_day(now), &sizes).await?;
+        }
+        Ok(total)
+    }
+}
+
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn export_value(state: &TenantState, id: ProfileId, field: &str, t: Millis, means: &RfmMeans) -> serde_json::Value {
+    use serde_json::Value;
+    let Some(profile) = state.profile(id) else { return Value::Null };
+    if let Some(key) = field.strip_prefix("traits.") {
+        return profile.traits.as_ref().and_then(|tr| tr.get(key)).cloned().unwrap_or(Value::Null);
+    }
+    let Some(scores) = state.scores_at(id, t) else { return Value::Null };
+    match field {
+        "id" => Value::from(id),
+        "name" => row_of(state, id, t, means).and_then(|r| r.name).map_or(Value::Null, Value::from),
+        "tier" => Value::from(scores.tier.to_string()),
+        "pool_stage" => Value::from(scores.pool_stage.to_string()),
+        "ownership" => Value::from(scores.ownership.to_string()),
+        "rfm" => scores.rfm.map_or(Value::Null, |input| Value::from(means.group(&input).to_string())),
+        "affinity" => Value::from(scores.affinity),
+        "reachable" => Value::from(scores.reachable),
+        "net_revenue" => Value::from(scores.net_revenue.0 as f64 / 100.0),
+        "paid_orders" => Value::from(scores.paid_orders),
+        "first_seen" => profile.facts.first().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
+        "last_seen" => profile.facts.last().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
+        "tags" => {
+            Value::from(profile.tags.iter().filter_map(|t| state.audience.tag_name(*t)).collect::<Vec<_>>().join("|"))
+        }
+        "channels" => Value::from(
+            siyu_model::Channel::ALL
+                .iter()
+                .filter(|c| profile.channels & (1 << c.code()) != 0)
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join("|"),
+        ),
+        kind => profile
+            .identities
+            .iter()
+            .filter(|l| l.identity.kind.as_str() == kind)
+            .map(|l| l.identity.value.as_str())
+            .collect::<Vec<_>>()
+            .first()
+            .map_or(Value::Null, |v| Value::from(*v)),
+    }
+}

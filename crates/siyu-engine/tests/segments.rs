@@ -1,0 +1,197 @@
+//! Property test of the fast condition evaluator (`audience::eval`): for random event histories
+//! (with merges, amounts, properties, two channels and accounts) and random conditions, every
+//! profile's membership equals the reference evaluator `condition::naive`, fed the same profile's
+//! scores and its events as plain data.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use serde_json::value::RawValue;
+use siyu_engine::audience::Evaluator;
+use siyu_engine::TenantState;
+use siyu_model::condition::{compile, evaluate, PlainEventWithProps, ProfileSnapshot, Schema};
+use siyu_model::event::EventKind;
+use siyu_model::time::DAY;
+use siyu_model::{Channel, Event, EventType, Fen, Identity, Millis, TenantId, TenantSettings};
+use siyu_store::{TagOp, TagRecord};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01
+const TYPES: [EventType; 8] = [
+    EventType::View,
+    EventType::Like,
+    EventType::Follow,
+    EventType::MessageIn,
+    EventType::MessageOut,
+    EventType::LiveWatch,
+    EventType::OrderPaid,
+    EventType::OrderRefunded,
+];
+
+#[derive(Debug, Clone)]
+struct Spec {
+    person: usize,
+    with_phone: bool,
+    kind: usize,
+    account: u8,
+    day: i64,
+    amount_fen: i64,
+    sku: u8,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (0..5usize, any::<bool>(), 0..TYPES.len(), 0..2u8, 0..120i64, 1..50_000i64, 0..3u8).prop_map(
+        |(person, with_phone, kind, account, day, amount_fen, sku)| Spec {
+            person,
+            with_phone,
+            kind,
+            account,
+            day,
+            amount_fen,
+            sku,
+        },
+    )
+}
+
+/// Atoms over every kind of term the evaluator handles.
+const ATOMS: [&str; 22] = [
+    "count(live_watch, 7d) >= 2",
+    "count(order_paid, all) >= 1",
+    "count(order_paid, 30d) = 0",
+    "sum(order_paid, 90d) > 200",
+    "sum(order_paid where channel = wecom, all) >= 100",
+    "count(view where properties.sku = \"A1\", 90d) >= 1",
+    "count(order_paid where properties.sku in (\"A1\", \"B2\") and amount > 100, all) >= 1",
+    "count(like where account = \"douyin/acct-0\", 60d) >= 1",
+    "last(message_out) before 30d ago",
+    "last(message_in) within 14d",
+    "first(order_paid) after 2026-02-15",
+    "first_seen before 60d ago",
+    "last_seen within 10d",
+    "tier >= warm_fan",
+    "pool_stage = main_base",
+    "ownership in (L2, L3)",
+    "reachable",
+    "rfm in (重要价值, 一般发展)",
+    "channel = wecom",
+    "account = \"wecom/acct-1\"",
+    "tagged(\"vip\") or has(phone)",
+    "net_revenue >= 300 and event_count > 3 and refunded_orders = 0",
+];
+
+/// A random condition: atoms joined by and/or, some negated, some grouped.
+fn condition() -> impl Strategy<Value = String> {
+    prop::collection::vec((0..ATOMS.len(), any::<bool>(), any::<bool>()), 1..5).prop_map(|parts| {
+        let mut text = String::new();
+        for (i, (atom, negate, and)) in parts.iter().enumerate() {
+            if i > 0 {
+                text.push_str(if *and { " and " } else { " or " });
+            }
+            if *negate {
+                text.push_str("not ");
+            }
+            text.push('(');
+            text.push_str(ATOMS[*atom]);
+            text.push(')');
+        }
+        text
+    })
+}
+
+fn build(specs: &[Spec]) -> Vec<Event> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let kind = TYPES[s.kind];
+            let mut identities = vec![Identity::parse("user_id", &format!("u{}", s.person)).unwrap()];
+            if s.with_phone {
+                identities.push(Identity::parse("phone", &format!("1380013{:04}", s.person)).unwrap());
+            }
+            let ts = Millis(T0 + s.day * DAY + i as i64 * 1000);
+            let sku = ["A1", "B2", "C3"][s.sku as usize];
+            Event {
+                message_id: format!("m-{i}"),
+                kind: EventKind::Known(kind),
+                channel: if s.account == 0 { Channel::Douyin } else { Channel::Wecom },
+                account: format!("acct-{}", s.account),
+                identities,
+                timestamp: ts,
+                received_at: ts,
+                amount: kind.carries_amount().then_some(Fen(s.amount_fen)),
+                currency: None,
+                source: None,
+                group_id: None,
+                properties: Some(RawValue::from_string(format!("{{\"sku\":\"{sku}\"}}")).unwrap()),
+                traits: None,
+                context: None,
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_evaluator_equals_the_reference(specs in prop::collection::vec(spec(), 1..40), conditions in prop::collection::vec(condition(), 1..6), vip in 0..5usize, at_day in 60..150i64) {
+        let events = build(&specs);
+        let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+        state.watch_properties(&["view", "order_paid"]);
+        state.audience.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
+        for (i, event) in events.iter().enumerate() {
+            state.apply(i as i64 + 1, event);
+        }
+        state.apply_tag_op(TagOp {
+            op_id: 1, tag_id: 1, profile_id: 0, identity_kind: "user_id".into(), identity_value: format!("u{vip}"),
+            add: true, actor: "test".into(), after_seq: events.len() as i64, at: Millis(0),
+        });
+        let t = Millis(T0 + at_day * DAY);
+        let means = state.rfm_means(t);
+        // Each live profile's events, as plain data.
+        let mut by_profile: BTreeMap<u32, Vec<PlainEventWithProps>> = BTreeMap::new();
+        for event in &events {
+            let id = state.lookup(&event.identities[0]).expect("linked");
+            by_profile.entry(id).or_default().push(PlainEventWithProps {
+                event_type: event.kind.as_str().to_string(),
+                ts: event.timestamp,
+                amount: event.amount,
+                channel: event.channel,
+                account: event.account.clone(),
+                properties: serde_json::from_str(event.properties.as_ref().unwrap().get()).unwrap(),
+            });
+        }
+        let schema = Schema { tags: ["vip".to_string()].into(), ..Schema::default() };
+        let evaluator = Evaluator::new(&state, t, &means);
+        for text in &conditions {
+            let condition = compile(text, &schema).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            for (id, plain) in &by_profile {
+                let profile = state.profile(*id).unwrap();
+                let scores = state.scores_at(*id, t).unwrap();
+                let past: Vec<&PlainEventWithProps> = plain.iter().filter(|e| e.ts <= t).collect();
+                let snapshot = ProfileSnapshot {
+                    tier: scores.tier,
+                    pool_stage: scores.pool_stage,
+                    ownership: scores.ownership,
+                    rfm: scores.rfm.map(|input| means.group(&input)),
+                    reachable: scores.reachable,
+                    affinity: scores.affinity,
+                    net_revenue: scores.net_revenue,
+                    paid_orders: scores.paid_orders,
+                    refunded_orders: scores.refunded_orders,
+                    net_paid_orders: scores.net_paid_orders,
+                    orders_365d: scores.orders_365d,
+                    event_count: past.len() as u32,
+                    first_seen: past.iter().map(|e| e.ts).min(),
+                    last_seen: past.iter().map(|e| e.ts).max(),
+                    channels: past.iter().map(|e| e.channel).collect(),
+                    accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
+                    tags: profile.tags.iter().map(|_| "vip".to_string()).collect(),
+                    identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect::<BTreeSet<_>>(),
+                    traits: Default::default(),
+                };
+                let expected = evaluate(&condition, &snapshot, plain, t);
+                prop_assert_eq!(evaluator.matches(&condition, *id), expected, "{} on profile {}", text, id);
+            }
+        }
+    }
+}
