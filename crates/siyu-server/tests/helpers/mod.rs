@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -12,7 +11,6 @@ use serde_json::Value;
 use siyu_engine::{Engine, EngineConfig};
 use siyu_model::{Industry, Millis, TenantId};
 use siyu_server::{app, AppState};
-use sqlx::Connection;
 
 pub const PG_URL_VAR: &str = "SIYU_TEST_DATABASE_URL";
 
@@ -207,14 +205,11 @@ where
     F: FnOnce(TestApp) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Ok(server) = std::env::var(PG_URL_VAR) else {
+    let Some(scratch) = siyu_store::scratch::ScratchDatabase::from_test_env().await else {
         println!("note: {PG_URL_VAR} is not set; skipping the postgres run of this test");
         return;
     };
-    let name = unique_database_name();
-    let mut admin = sqlx::PgConnection::connect(&server).await.expect("failed to connect to the test server");
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("failed to create a database");
-    let url = with_database(&server, &name);
+    let url = scratch.url.clone();
     // Spawned so that a failure (or a panic in the store) still lets us drop the database.
     let outcome = tokio::spawn(async move {
         let app = spawn_app_on_postgres(&url).await;
@@ -223,34 +218,8 @@ where
         engine.shutdown();
     })
     .await;
-    if let Err(e) = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await {
-        eprintln!("warning: failed to drop test database {name}: {e}");
-    }
+    scratch.drop_database().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-/// Unique across parallel tests, processes and runs.
-fn unique_database_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("siyu_api_{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The server URL with its database replaced, query parameters kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].rfind('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
     }
 }
