@@ -142,11 +142,18 @@ impl Engine {
         self.shutdown.cancel();
     }
 
+    /// Loads a tenant unless it is loaded already. Two loads can race (a tenant created here while
+    /// the log follower notices it in the store); the first runtime in the map wins and everyone
+    /// gets that one, so no holder of a runtime is ever left with a replaced, stale copy.
     async fn load_tenant(&self, record: TenantRecord) -> Result<Arc<TenantRuntime>> {
+        if let Some(existing) = self.tenants.read().get(&record.id) {
+            return Ok(existing.clone());
+        }
         let state = replay(&self.store, record.id, record.settings.clone()).await?;
-        let runtime = Arc::new(TenantRuntime { record: RwLock::new(record.clone()), state: RwLock::new(state) });
-        self.tenants.write().insert(record.id, runtime.clone());
-        self.metrics.tenants_loaded.set(self.tenants.read().len() as i64);
+        let fresh = Arc::new(TenantRuntime { record: RwLock::new(record.clone()), state: RwLock::new(state) });
+        let mut tenants = self.tenants.write();
+        let runtime = tenants.entry(record.id).or_insert(fresh).clone();
+        self.metrics.tenants_loaded.set(tenants.len() as i64);
         Ok(runtime)
     }
 
@@ -588,5 +595,33 @@ async fn run_segment_sweeper(engine: Arc<Engine>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant loaded twice (created here while the log follower also finds it in the store)
+    /// keeps one runtime: a holder of the first must see every event applied afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_load_of_a_tenant_keeps_the_first_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = siyu_store::open(dir.path().join("siyu.db").to_str().unwrap()).await.unwrap();
+        let engine = Engine::start(store, EngineConfig::default()).await.unwrap();
+        let created = engine.create_tenant("t", Industry::LocalLife).await.unwrap();
+        let held = engine.tenant(created.record.id).unwrap();
+        let again = engine.load_tenant(created.record.clone()).await.unwrap();
+        assert!(Arc::ptr_eq(&held, &again), "the second load returned a new runtime");
+        assert!(Arc::ptr_eq(&held, &engine.tenant(created.record.id).unwrap()), "the map holds a new runtime");
+        let event = siyu_model::event::parse_native(
+            r#"{"type":"like","identities":{"user_id":"u1"}}"#,
+            Millis::now(),
+            TimeLimits::default(),
+        )
+        .unwrap();
+        engine.ingest(created.record.id, "test", vec![event]).await.unwrap();
+        assert_eq!(held.state.read().event_count, 1, "the held runtime sees the event");
+        engine.shutdown();
     }
 }
