@@ -98,8 +98,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    // sqlx logs every notice ("relation already exists, skipping") at info: keep it to warnings
+    // unless asked for (RUST_LOG, or a log.level naming sqlx).
+    let level = if settings.log.level.contains("sqlx") {
+        settings.log.level.clone()
+    } else {
+        format!("{},sqlx=warn", settings.log.level)
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if settings.log.format == "json" {
         builder.json().init();
