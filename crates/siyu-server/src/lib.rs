@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod json;
 pub mod ops;
 pub mod segment;
 

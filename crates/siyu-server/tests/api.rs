@@ -36,6 +36,7 @@ macro_rules! api_tests {
 }
 
 api_tests! {
+    case_json_bodies_need_no_json_content_type,
     case_native_single_batch_and_retries,
     case_native_bad_input_is_refused_with_codes,
     case_auth_limits_and_unknown_routes,
@@ -1654,4 +1655,25 @@ async fn case_condition_errors_at_save_time(app: &TestApp) {
     app.post(key, "/api/v1/segments", &json!({"name": " ", "condition": "reachable"}))
         .await
         .assert_error(400, "invalid_request");
+}
+
+/// `curl -d` sends `application/x-www-form-urlencoded`: management routes take the JSON anyway,
+/// as the ingestion routes do, and a body that is not JSON is a JSON error.
+async fn case_json_bodies_need_no_json_content_type(app: &TestApp) {
+    let t = app.tenant("acme").await;
+    let form = |path: &str, body: &str| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(&t.secret_key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+    };
+    let created = app.send(form("/api/v1/tags", r#"{"name": "高意向"}"#)).await;
+    assert_eq!(created.status, 200, "{}", created.json);
+    assert_eq!(created.json["name"], "高意向");
+    let preview = app.send(form("/api/v1/segments/preview", r#"{"condition": "reachable = true"}"#)).await;
+    assert_eq!(preview.status, 200, "{}", preview.json);
+    assert_eq!(preview.json["size"], 0);
+    app.send(form("/api/v1/tags", r#"{"name": "#)).await.assert_error(400, "invalid_json");
+    app.send(form("/api/v1/tags", r#"{"title": "x"}"#)).await.assert_error(400, "invalid_body");
 }

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Manager;
 use crate::error::{ApiError, ErrorBody};
+use crate::json::JsonBody;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -152,7 +153,7 @@ async fn list_tag_groups(
 async fn create_tag_group(
     State(state): State<AppState>,
     Manager(tenant): Manager,
-    Json(request): Json<NameRequest>,
+    JsonBody(request): JsonBody<NameRequest>,
 ) -> Result<Json<TagGroupView>, ApiError> {
     Ok(Json(state.engine.create_tag_group(tenant, &request.name).await?))
 }
@@ -182,7 +183,7 @@ async fn list_tags(State(state): State<AppState>, Manager(tenant): Manager) -> R
 async fn create_tag(
     State(state): State<AppState>,
     Manager(tenant): Manager,
-    Json(request): Json<TagRequest>,
+    JsonBody(request): JsonBody<TagRequest>,
 ) -> Result<Json<TagView>, ApiError> {
     Ok(Json(state.engine.create_tag(tenant, &request.name, request.group_id).await?))
 }
@@ -218,7 +219,7 @@ async fn change_profile_tags(
     State(state): State<AppState>,
     Manager(tenant): Manager,
     Path(id): Path<ProfileId>,
-    Json(request): Json<TagChanges>,
+    JsonBody(request): JsonBody<TagChanges>,
 ) -> Result<Json<ProfileTags>, ApiError> {
     state.engine.tag_profiles(tenant, &[id], &request.actions()?, "api").await?;
     Ok(Json(state.engine.profile_tags(tenant, &siyu_engine::query::ProfileRef::Id(id))?))
@@ -254,7 +255,7 @@ async fn list_segments(
 async fn create_segment(
     State(state): State<AppState>,
     Manager(tenant): Manager,
-    Json(request): Json<SegmentRequest>,
+    JsonBody(request): JsonBody<SegmentRequest>,
 ) -> Result<Json<SegmentView>, ApiError> {
     Ok(Json(state.engine.create_segment(tenant, &request.name, &request.condition).await?))
 }
@@ -265,7 +266,7 @@ async fn create_segment(
 async fn preview_segment(
     State(state): State<AppState>,
     Manager(tenant): Manager,
-    Json(request): Json<PreviewRequest>,
+    JsonBody(request): JsonBody<PreviewRequest>,
 ) -> Result<Json<SegmentPreview>, ApiError> {
     let sample = request.sample.unwrap_or(10).min(100);
     Ok(Json(state.engine.preview_segment(tenant, &request.condition, sample)?))
@@ -290,7 +291,7 @@ async fn update_segment(
     State(state): State<AppState>,
     Manager(tenant): Manager,
     Path(id): Path<i64>,
-    Json(request): Json<SegmentUpdate>,
+    JsonBody(request): JsonBody<SegmentUpdate>,
 ) -> Result<Json<SegmentView>, ApiError> {
     let updated =
         state.engine.update_segment(tenant, id, request.name.as_deref(), request.condition.as_deref()).await?;
@@ -388,7 +389,7 @@ async fn tag_segment(
     State(state): State<AppState>,
     Manager(tenant): Manager,
     Path(id): Path<i64>,
-    Json(request): Json<TagChanges>,
+    JsonBody(request): JsonBody<TagChanges>,
 ) -> Result<Json<TaggedResponse>, ApiError> {
     let actions = request.actions()?;
     let members = state.engine.segment_member_ids(tenant, id)?;

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::parse_as_of;
 use crate::auth::Manager;
 use crate::error::{ApiError, ErrorBody};
+use crate::json::JsonBody;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -239,7 +240,7 @@ async fn unmerge_profile(
     State(state): State<AppState>,
     Manager(tenant): Manager,
     Path(id): Path<ProfileId>,
-    Json(request): Json<UnmergeRequest>,
+    JsonBody(request): JsonBody<UnmergeRequest>,
 ) -> Result<Json<UnmergeResponse>, ApiError> {
     let rule = state.engine.unmerge(tenant, id, request.merged_id, &request.reason).await?;
     let runtime = state.engine.tenant(tenant)?;
