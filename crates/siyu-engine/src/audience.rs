@@ -11,7 +11,7 @@ pub mod bench;
 pub mod eval;
 pub mod ops;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use siyu_model::condition::{Condition, Dependencies};
@@ -47,9 +47,8 @@ pub(crate) async fn load_properties_into(
         }
     }
     let now = Millis::now();
-    let ids: Vec<i64> = state.audience.segments.iter().map(|s| s.record.id).collect();
-    for id in ids {
-        state.evaluate_segment(id, now, None);
+    for index in 0..state.audience.segments.len() {
+        state.evaluate_entry(index, now, None);
     }
     Ok(())
 }
@@ -79,11 +78,18 @@ pub struct Audience {
     /// The buyers' RFM means of the last full evaluation; incremental refreshes grade against
     /// them (the sweep recomputes them).
     means: Option<RfmMeans>,
+    /// Rule-tag operations (actor `rule:<tag id>`) recorded in `tag_ops` but not stored yet.
+    unsaved_rule_ops: Vec<TagOp>,
 }
 
-/// A segment: its record, its checked condition and its members.
+/// A segment: its record, its checked condition and its members. A rule tag is kept as a
+/// segment too (`rule_tag` set, `record.id` = the tag id) whose members carry the tag; rule tags
+/// come first in `Audience::segments`, in dependency order, so a rule tag is evaluated before
+/// anything that reads it.
 pub struct Segment {
     pub record: SegmentRecord,
+    /// The tag this entry applies, for a rule tag.
+    pub rule_tag: Option<u32>,
     /// `None` when the stored condition no longer checks (it then matches nobody).
     pub condition: Option<Condition>,
     pub error: Option<String>,
@@ -153,7 +159,19 @@ impl Segment {
             Err(e) => (None, Some(e)),
         };
         let deps = condition.as_ref().map(Condition::dependencies).unwrap_or_default();
-        Segment { record, condition, error, deps, members: Members::default() }
+        Segment { record, rule_tag: None, condition, error, deps, members: Members::default() }
+    }
+
+    /// The entry of a rule tag.
+    pub fn rule(tag: &TagRecord, condition: Result<Condition, String>) -> Segment {
+        let record = SegmentRecord {
+            id: tag.id,
+            name: tag.name.clone(),
+            condition: tag.condition.clone().unwrap_or_default(),
+            created_at: tag.created_at,
+            updated_at: tag.created_at,
+        };
+        Segment { rule_tag: Some(tag.id as u32), ..Segment::new(record, condition) }
     }
 
     /// Can an event of this type (with or without traits) change whether its profile matches?
@@ -213,9 +231,91 @@ impl Audience {
         }
     }
 
+    /// A segment (not a rule tag) by id.
     pub fn segment(&self, id: i64) -> Option<&Segment> {
-        self.segments.iter().find(|s| s.record.id == id)
+        self.segments.iter().find(|s| s.rule_tag.is_none() && s.record.id == id)
     }
+
+    fn segment_index(&self, id: i64) -> Option<usize> {
+        self.segments.iter().position(|s| s.rule_tag.is_none() && s.record.id == id)
+    }
+
+    /// The entry of a rule tag.
+    pub fn rule(&self, tag: u32) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.rule_tag == Some(tag))
+    }
+
+    /// Is this tag a rule tag?
+    pub fn is_rule_tag(&self, tag: i64) -> bool {
+        self.tags.iter().any(|t| t.id == tag && t.condition.is_some())
+    }
+
+    /// Rule-tag operations recorded since the last call, to be stored.
+    pub fn take_rule_ops(&mut self) -> Vec<TagOp> {
+        std::mem::take(&mut self.unsaved_rule_ops)
+    }
+
+    /// Puts rule tags first, in dependency order (a rule tag before those that read it), then
+    /// segments, each group otherwise in id order. Cycles are refused at save time; should one be
+    /// stored anyway, its members keep id order.
+    pub(crate) fn order(&mut self) {
+        let rules: Vec<(String, BTreeSet<String>)> = self
+            .segments
+            .iter()
+            .filter(|s| s.rule_tag.is_some())
+            .map(|s| (s.record.name.clone(), s.deps.tags.clone()))
+            .collect();
+        let order = dependency_order(&rules).unwrap_or_else(|_| (0..rules.len()).collect());
+        let (mut rule_entries, segments): (Vec<Segment>, Vec<Segment>) =
+            std::mem::take(&mut self.segments).into_iter().partition(|s| s.rule_tag.is_some());
+        let mut slots: Vec<Option<Segment>> = rule_entries.drain(..).map(Some).collect();
+        self.segments = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        self.segments.extend(slots.into_iter().flatten());
+        self.segments.extend(segments);
+    }
+}
+
+/// Orders named rules so that every rule comes after the rules it reads (`reads` names other
+/// rules or anything else, which is ignored). On a cycle, returns its path, e.g. `[A, B, A]`.
+pub fn dependency_order(rules: &[(String, BTreeSet<String>)]) -> Result<Vec<usize>, Vec<String>> {
+    let index: FxHashMap<&str, usize> = rules.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
+    // 0 = unvisited, 1 = on the path, 2 = done.
+    let mut state = vec![0u8; rules.len()];
+    let mut order = Vec::with_capacity(rules.len());
+    fn visit(
+        i: usize,
+        rules: &[(String, BTreeSet<String>)],
+        index: &FxHashMap<&str, usize>,
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+    ) -> Result<(), Vec<String>> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                let from = path.iter().position(|&p| p == i).expect("on the path");
+                let mut cycle: Vec<String> = path[from..].iter().map(|&p| rules[p].0.clone()).collect();
+                cycle.push(rules[i].0.clone());
+                return Err(cycle);
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        path.push(i);
+        for name in &rules[i].1 {
+            if let Some(&j) = index.get(name.as_str()) {
+                visit(j, rules, index, state, path, order)?;
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..rules.len() {
+        visit(i, rules, &index, &mut state, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
 }
 
 /// Event type names whose properties the conditions filter on.
@@ -286,7 +386,8 @@ impl TenantState {
                 .unwrap_or_else(|_| siyu_model::IdentityKind::Custom(op.identity_kind.clone())),
             value: op.identity_value.clone(),
         };
-        let known_tag = self.audience.tags.iter().any(|t| t.id == op.tag_id);
+        // A rule tag's operations are history only: its members are derived.
+        let known_tag = self.audience.tags.iter().any(|t| t.id == op.tag_id && t.condition.is_none());
         let profile = self.lookup(&identity);
         let tag = op.tag_id as u32;
         let add = op.add;
@@ -309,21 +410,35 @@ impl TenantState {
 
     /// After a replay: the remaining tag operations, the segments' conditions and memberships at
     /// `now`; from here on memberships are kept current incrementally.
-    pub(crate) fn finish_replay(&mut self, now: Millis) {
+    pub fn finish_replay(&mut self, now: Millis) {
         self.apply_due_tag_ops(Seq::MAX);
         let schema = self.schema();
-        for segment in &mut self.audience.segments {
-            let checked = siyu_model::condition::compile(&segment.record.condition, &schema)
+        let tenant = self.tenant;
+        let check = |text: &str, what: &str, id: i64| {
+            let checked = siyu_model::condition::compile(text, &schema)
                 .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
             if let Err(e) = &checked {
-                tracing::warn!(tenant = %self.tenant, segment = segment.record.id, error = %e, "stored segment no longer checks");
+                tracing::warn!(tenant = %tenant, what, id, error = %e, "stored condition no longer checks");
             }
-            *segment = Segment::new(segment.record.clone(), checked);
+            checked
+        };
+        let mut entries: Vec<Segment> = self
+            .audience
+            .tags
+            .iter()
+            .filter_map(|tag| Some(Segment::rule(tag, check(tag.condition.as_deref()?, "rule tag", tag.id))))
+            .collect();
+        for segment in self.audience.segments.iter().filter(|s| s.rule_tag.is_none()) {
+            entries.push(Segment::new(
+                segment.record.clone(),
+                check(&segment.record.condition, "segment", segment.record.id),
+            ));
         }
+        self.audience.segments = entries;
+        self.audience.order();
         self.recount_property_types();
-        let ids: Vec<i64> = self.audience.segments.iter().map(|s| s.record.id).collect();
-        for id in ids {
-            self.evaluate_segment(id, now, None);
+        for index in 0..self.audience.segments.len() {
+            self.evaluate_entry(index, now, None);
         }
         self.audience.merges_seen = self.merges.len();
         self.audience.tracking = true;
@@ -369,28 +484,165 @@ impl TenantState {
 
     /// Re-evaluates one segment over every live profile at `t` and returns the changes (attributed
     /// to `seq` when an event caused them). The RFM means are recomputed.
-    pub(crate) fn evaluate_segment(&mut self, id: i64, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
-        let Some(index) = self.audience.segments.iter().position(|s| s.record.id == id) else { return Vec::new() };
+    pub fn evaluate_segment(&mut self, id: i64, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
+        let Some(index) = self.audience.segment_index(id) else { return Vec::new() };
+        self.evaluate_entry(index, t, seq)
+    }
+
+    /// Re-evaluates a rule tag over every live profile (and what reads it, for the profiles whose
+    /// tag changed); returns the segments' membership changes.
+    pub fn evaluate_rule_tag(&mut self, tag: u32, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
+        let Some(index) = self.audience.segments.iter().position(|s| s.rule_tag == Some(tag)) else {
+            return Vec::new();
+        };
+        self.evaluate_entry(index, t, seq)
+    }
+
+    fn evaluate_entry(&mut self, index: usize, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
         let needs_means = self.audience.segments[index].deps.tenant_wide;
         let means = self.means_at(t, needs_means);
         let placeholder = Segment::new(self.audience.segments[index].record.clone(), Err(String::new()));
         let mut segment = std::mem::replace(&mut self.audience.segments[index], placeholder);
-        let mut changes = Vec::new();
+        let mut flips = Vec::new();
         {
             let evaluator = Evaluator::new(self, t, &means);
             for profile in 1..=self.profile_count_including_merged() as ProfileId {
                 let member = segment.condition.as_ref().is_some_and(|c| evaluator.matches(c, profile));
                 if segment.members.set(profile, member) {
-                    changes.push(change(&segment, profile, member, t, seq));
+                    flips.push((profile, member));
                 }
             }
         }
-        self.audience.segments[index] = segment;
+        let mut changes = Vec::new();
+        if let Some(tag) = segment.rule_tag {
+            let mut changed = FxHashSet::default();
+            for &(profile, member) in &flips {
+                if self.set_rule_tag(tag, profile, member, t, seq) {
+                    changed.insert(profile);
+                }
+            }
+            self.audience.segments[index] = segment;
+            if !changed.is_empty() {
+                changes = self.refresh_entries(index + 1, &[], &mut changed, t, seq);
+            }
+        } else {
+            changes = flips.iter().map(|&(profile, member)| change(&segment, profile, member, t, seq)).collect();
+            self.audience.segments[index] = segment;
+        }
+        changes
+    }
+
+    /// Puts a rule tag on a live profile or takes it off; records the operation in the tag
+    /// history (actor `rule:<tag id>`, after the event that caused it) while tracking. True when
+    /// the profile's tags changed.
+    fn set_rule_tag(&mut self, tag: u32, profile: ProfileId, member: bool, t: Millis, seq: Option<Seq>) -> bool {
+        let after_seq = seq.unwrap_or(self.applied_seq);
+        let tracking = self.audience.tracking;
+        let Some(p) = self.profile_mut(profile) else { return false };
+        if p.merged_into.is_some() {
+            return false;
+        }
+        let changed = match (p.tags.binary_search(&tag), member) {
+            (Err(at), true) => {
+                p.tags.insert(at, tag);
+                true
+            }
+            (Ok(at), false) => {
+                p.tags.remove(at);
+                true
+            }
+            _ => false,
+        };
+        if changed && tracking {
+            let anchor =
+                p.identities.iter().min_by_key(|l| (l.identity.kind.rank(), l.seq)).map(|l| l.identity.clone());
+            if let Some(anchor) = anchor {
+                let op = TagOp {
+                    op_id: 0,
+                    tag_id: i64::from(tag),
+                    profile_id: i64::from(profile),
+                    identity_kind: anchor.kind.as_str().to_string(),
+                    identity_value: anchor.value,
+                    add: member,
+                    actor: format!("rule:{tag}"),
+                    after_seq,
+                    at: t,
+                };
+                self.audience.tag_ops.push(op.clone());
+                self.audience.unsaved_rule_ops.push(op);
+            }
+        }
+        changed
+    }
+
+    /// Re-evaluates, for the entries from `from` on (in order), the dirty profiles their events
+    /// can affect and the profiles whose tags changed (for entries reading tags). Rule tags that
+    /// change a profile's tags add it to `tag_changed`, so later entries see the change.
+    fn refresh_entries(
+        &mut self,
+        from: usize,
+        dirty: &[(ProfileId, u16, bool)],
+        tag_changed: &mut FxHashSet<ProfileId>,
+        t: Millis,
+        seq: Option<Seq>,
+    ) -> Vec<MembershipChange> {
+        let means = self.means_at(t, false);
+        let mut changes = Vec::new();
+        for index in from..self.audience.segments.len() {
+            let placeholder = Segment::new(self.audience.segments[index].record.clone(), Err(String::new()));
+            let mut segment = std::mem::replace(&mut self.audience.segments[index], placeholder);
+            let mut flips = Vec::new();
+            if let Some(condition) = &segment.condition {
+                let evaluator = Evaluator::new(self, t, &means);
+                let reads_tags = !segment.deps.tags.is_empty();
+                for &(profile, code, traits) in dirty {
+                    let merged = code == u16::MAX;
+                    let stale = segment.rule_tag.is_some_and(|tag| {
+                        // A merge may have brought the tag over from the merged-away profile.
+                        self.profile(profile).is_some_and(|p| p.tags.binary_search(&tag).is_ok())
+                            != segment.members.contains(profile)
+                    });
+                    let relevant = merged
+                        || stale
+                        || segment.affected_by(self.type_name(code), traits)
+                        || (reads_tags && tag_changed.contains(&profile));
+                    if !relevant {
+                        continue;
+                    }
+                    let member = !merged && evaluator.matches(condition, profile);
+                    if segment.members.set(profile, member) || stale {
+                        flips.push((profile, member));
+                    }
+                }
+                if reads_tags {
+                    for &profile in tag_changed.iter() {
+                        if dirty.iter().any(|d| d.0 == profile) {
+                            continue;
+                        }
+                        let member = evaluator.matches(condition, profile);
+                        if segment.members.set(profile, member) {
+                            flips.push((profile, member));
+                        }
+                    }
+                }
+            }
+            match segment.rule_tag {
+                Some(tag) => {
+                    for (profile, member) in flips {
+                        if self.set_rule_tag(tag, profile, member, t, seq) {
+                            tag_changed.insert(profile);
+                        }
+                    }
+                }
+                None => changes.extend(flips.into_iter().map(|(p, m)| change(&segment, p, m, t, seq))),
+            }
+            self.audience.segments[index] = segment;
+        }
         changes
     }
 
     /// Keeps memberships current after events were applied: re-evaluates the touched profiles
-    /// for the segments their events can affect, and removes merged-away profiles.
+    /// for the segments (and rule tags) their events can affect, and removes merged-away profiles.
     pub fn refresh_audience(&mut self, t: Millis) -> Vec<MembershipChange> {
         if self.audience.segments.is_empty() {
             self.audience.dirty.clear();
@@ -406,68 +658,43 @@ impl TenantState {
             return Vec::new();
         }
         let seq = Some(self.applied_seq);
-        let means = self.means_at(t, false);
-        let mut segments = std::mem::take(&mut self.audience.segments);
-        let mut changes = Vec::new();
-        {
-            let evaluator = Evaluator::new(self, t, &means);
-            for segment in &mut segments {
-                let Some(condition) = &segment.condition else { continue };
-                for &(profile, code, traits) in &dirty {
-                    let merged = code == u16::MAX;
-                    if !merged && !segment.affected_by(self.type_name(code), traits) {
-                        continue;
-                    }
-                    let member = !merged && evaluator.matches(condition, profile);
-                    if segment.members.set(profile, member) {
-                        changes.push(change(segment, profile, member, t, seq));
-                    }
-                }
-            }
-        }
-        self.audience.segments = segments;
+        let changes = self.refresh_entries(0, &dirty, &mut FxHashSet::default(), t, seq);
         self.audience.dirty = dirty;
         self.audience.dirty.clear();
         changes
     }
 
-    /// Re-evaluates one profile for the segments reading one of `tags` (after a tag change).
-    pub(crate) fn refresh_for_tags(&mut self, profiles: &[ProfileId], t: Millis) -> Vec<MembershipChange> {
-        let means = self.means_at(t, false);
-        let mut segments = std::mem::take(&mut self.audience.segments);
-        let mut changes = Vec::new();
-        {
-            let evaluator = Evaluator::new(self, t, &means);
-            for segment in segments.iter_mut().filter(|s| !s.deps.tags.is_empty()) {
-                let Some(condition) = &segment.condition else { continue };
-                for &profile in profiles {
-                    let member = evaluator.matches(condition, profile);
-                    if segment.members.set(profile, member) {
-                        changes.push(change(segment, profile, member, t, None));
-                    }
-                }
-            }
-        }
-        self.audience.segments = segments;
-        changes
+    /// [`Self::refresh_for_tags`] for tests outside the crate.
+    #[doc(hidden)]
+    pub fn refresh_tags_for_test(&mut self, profiles: &[ProfileId], t: Millis) -> Vec<MembershipChange> {
+        self.refresh_for_tags(profiles, t)
     }
 
-    /// The periodic sweep: segments that time (or other profiles, for RFM) can change are
-    /// re-evaluated over every profile. Returns the changes and every segment's size.
+    /// Re-evaluates profiles whose tags changed for the segments and rule tags reading tags.
+    pub(crate) fn refresh_for_tags(&mut self, profiles: &[ProfileId], t: Millis) -> Vec<MembershipChange> {
+        let mut changed: FxHashSet<ProfileId> = profiles.iter().copied().collect();
+        self.refresh_entries(0, &[], &mut changed, t, None)
+    }
+
+    /// The periodic sweep: segments and rule tags that time (or other profiles, for RFM) can
+    /// change are re-evaluated over every profile, in order. Returns the segments' changes and
+    /// every segment's size.
     pub fn sweep_audience(&mut self, t: Millis) -> (Vec<MembershipChange>, Vec<(i64, u64)>) {
         let mut changes = self.refresh_audience(t);
         self.audience.means = None;
-        let ids: Vec<i64> = self
+        for index in 0..self.audience.segments.len() {
+            let s = &self.audience.segments[index];
+            if s.deps.time_dependent || s.deps.tenant_wide {
+                changes.extend(self.evaluate_entry(index, t, None));
+            }
+        }
+        let sizes = self
             .audience
             .segments
             .iter()
-            .filter(|s| s.deps.time_dependent || s.deps.tenant_wide)
-            .map(|s| s.record.id)
+            .filter(|s| s.rule_tag.is_none())
+            .map(|s| (s.record.id, s.members.size()))
             .collect();
-        for id in ids {
-            changes.extend(self.evaluate_segment(id, t, None));
-        }
-        let sizes = self.audience.segments.iter().map(|s| (s.record.id, s.members.size())).collect();
         (changes, sizes)
     }
 }
@@ -502,6 +729,16 @@ mod tests {
         assert!(m.set(3, false));
         assert!(!m.contains(3) && m.contains(130));
         assert_eq!(m.size(), 1);
+    }
+
+    #[test]
+    fn rules_are_ordered_and_cycles_named() {
+        let rule = |name: &str, reads: &[&str]| (name.to_string(), reads.iter().map(|r| r.to_string()).collect());
+        let rules = vec![rule("C", &["B", "manual"]), rule("B", &["A"]), rule("A", &[])];
+        assert_eq!(dependency_order(&rules), Ok(vec![2, 1, 0]));
+        let cycle = vec![rule("A", &["B"]), rule("B", &["A"]), rule("D", &[])];
+        assert_eq!(dependency_order(&cycle), Err(vec!["A".to_string(), "B".into(), "A".into()]));
+        assert_eq!(dependency_order(&[rule("A", &["A"])]), Err(vec!["A".to_string(), "A".into()]));
     }
 
     #[test]

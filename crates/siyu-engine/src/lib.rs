@@ -569,9 +569,7 @@ async fn apply_request(
         }
         state.refresh_audience(Millis::now())
     };
-    if let Err(e) = engine.store.append_membership_changes(tenant, &membership).await {
-        tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
-    }
+    engine.store_derived(tenant, Vec::new(), &membership).await;
     let label = metrics::PathLabel { path: path.to_string() };
     engine.metrics.events_ingested.get_or_create(&label).inc_by(appended);
     engine.metrics.events_duplicate.get_or_create(&label).inc_by(duplicates);

@@ -195,3 +195,96 @@ proptest! {
         }
     }
 }
+
+/// Rule tags read by a condition in the property test below, in dependency order.
+const RULES: [(&str, &str); 3] = [
+    ("r-active", "count(view, 30d) >= 1 or last(order_paid) within 20d"),
+    ("r-buyer", "tagged(\"r-active\") and sum(order_paid, all) > 200"),
+    ("r-mixed", "not tagged(\"r-buyer\") and (tagged(\"vip\") or channel = wecom)"),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Rule tags kept incrementally, event by event (and after a manual tag and merges), equal
+    /// the reference evaluator run over the final histories in dependency order.
+    #[test]
+    fn rule_tags_equal_the_reference(specs in prop::collection::vec(spec(), 1..40), vip in 0..5usize, at_day in 60..150i64, tag_at in 0..40usize) {
+        let events = build(&specs);
+        let t = Millis(T0 + at_day * DAY);
+        let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+        let mut tags = vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }];
+        // Stored in reverse order: the state must order them itself.
+        for (i, (name, condition)) in RULES.iter().enumerate().rev() {
+            tags.push(TagRecord { id: i as i64 + 2, name: (*name).into(), group_id: None, condition: Some((*condition).into()), created_at: Millis(0) });
+        }
+        state.audience.set_tags(tags);
+        state.finish_replay(t);
+        let vip_op = |after: i64| TagOp {
+            op_id: 1, tag_id: 1, profile_id: 0, identity_kind: "user_id".into(), identity_value: format!("u{vip}"),
+            add: true, actor: "test".into(), after_seq: after, at: Millis(0),
+        };
+        for (i, event) in events.iter().enumerate() {
+            state.apply(i as i64 + 1, event);
+            state.refresh_audience(t);
+            if i == tag_at.min(events.len() - 1) {
+                if let Some(profile) = state.apply_tag_op(vip_op(i as i64 + 1)) {
+                    state.refresh_tags_for_test(&[profile], t);
+                }
+            }
+        }
+        let means = state.rfm_means(t);
+        let mut by_profile: BTreeMap<u32, Vec<PlainEventWithProps>> = BTreeMap::new();
+        for event in &events {
+            let id = state.lookup(&event.identities[0]).expect("linked");
+            by_profile.entry(id).or_default().push(PlainEventWithProps {
+                event_type: event.kind.as_str().to_string(),
+                ts: event.timestamp,
+                amount: event.amount,
+                channel: event.channel,
+                account: event.account.clone(),
+                properties: serde_json::from_str(event.properties.as_ref().unwrap().get()).unwrap(),
+            });
+        }
+        let schema = Schema { tags: ["vip".to_string()].into_iter().chain(RULES.iter().map(|r| r.0.to_string())).collect(), ..Schema::default() };
+        for (id, plain) in &by_profile {
+            let profile = state.profile(*id).unwrap();
+            let scores = state.scores_at(*id, t).unwrap();
+            let past: Vec<&PlainEventWithProps> = plain.iter().filter(|e| e.ts <= t).collect();
+            let mut expected_tags: BTreeSet<String> = BTreeSet::new();
+            if profile.tags.contains(&1) {
+                expected_tags.insert("vip".into());
+            }
+            for (i, (name, text)) in RULES.iter().enumerate() {
+                let snapshot = ProfileSnapshot {
+                    tier: scores.tier,
+                    pool_stage: scores.pool_stage,
+                    ownership: scores.ownership,
+                    rfm: scores.rfm.map(|input| means.group(&input)),
+                    reachable: scores.reachable,
+                    affinity: scores.affinity,
+                    net_revenue: scores.net_revenue,
+                    paid_orders: scores.paid_orders,
+                    refunded_orders: scores.refunded_orders,
+                    net_paid_orders: scores.net_paid_orders,
+                    orders_365d: scores.orders_365d,
+                    event_count: past.len() as u32,
+                    first_seen: past.iter().map(|e| e.ts).min(),
+                    last_seen: past.iter().map(|e| e.ts).max(),
+                    channels: past.iter().map(|e| e.channel).collect(),
+                    accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
+                    tags: expected_tags.clone(),
+                    identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect::<BTreeSet<_>>(),
+                    traits: Default::default(),
+                };
+                let condition = compile(text, &schema).unwrap();
+                let expected = evaluate(&condition, &snapshot, plain, t);
+                let actual = profile.tags.contains(&(i as u32 + 2));
+                prop_assert_eq!(actual, expected, "{} on profile {}", name, id);
+                if expected {
+                    expected_tags.insert((*name).to_string());
+                }
+            }
+        }
+    }
+}

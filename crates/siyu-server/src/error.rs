@@ -146,6 +146,8 @@ fn audience_error(e: siyu_engine::audience::ops::AudienceError) -> ApiError {
         }
         A::InUse(_) => ApiError::new("in_use", e.to_string()),
         A::Invalid { field, .. } => ApiError::new("invalid_request", e.to_string()).with_field(field),
+        A::RuleTag(_) => ApiError::new("rule_tag", e.to_string()),
+        A::Cycle(_) => ApiError::new("cycle", e.to_string()).with_field("condition"),
     }
 }
 

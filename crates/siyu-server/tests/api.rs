@@ -57,6 +57,7 @@ api_tests! {
     case_ops_endpoints,
     case_tags_and_segments_end_to_end,
     case_condition_errors_at_save_time,
+    case_rule_tags,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1317,6 +1318,11 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
                 let reply = app.post(&b.secret_key, path, &json!({"name": "a-tag-1"})).await;
                 reply.ok();
                 assert_eq!(app.get(&a.secret_key, path).await.ok().as_array().map(Vec::len), Some(2), "{what}");
+                if path == "/api/v1/tags" {
+                    // A rule tag in B cannot read A's tags.
+                    let rule = json!({"name": "b-rule", "condition": "tagged(\"a-tag-2\")"});
+                    app.post(&b.secret_key, path, &rule).await.assert_error(400, "invalid_condition");
+                }
             }
             ("delete", "/api/v1/tag-groups/{id}") | ("delete", "/api/v1/tags/{id}") => {
                 let reply =
@@ -1356,6 +1362,18 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
                 assert_eq!(reply.ok()["size"], 1, "{what}");
                 let reply = app.post(&b.secret_key, path, &json!({"condition": "tagged(\"a-tag-1\")"})).await;
                 reply.assert_error(400, "invalid_condition");
+            }
+            ("put", "/api/v1/tags/{id}") => {
+                // B cannot redefine A's tags (B may have a manual tag 1 of its own by now).
+                let before = app.get(&a.secret_key, "/api/v1/tags").await.ok();
+                for id in [1, 2] {
+                    let concrete = path.replace("{id}", &id.to_string());
+                    let request = app.client.put(app.url(&concrete)).json(&json!({"condition": "reachable"}));
+                    let reply = app.send(request.bearer_auth(&b.secret_key)).await;
+                    assert_clean(&what, &reply);
+                    assert!(matches!(reply.status.as_u16(), 400 | 404), "{what}: {}", reply.text);
+                }
+                assert_eq!(app.get(&a.secret_key, "/api/v1/tags").await.ok(), before, "{what}");
             }
             (_, p) if p.starts_with("/api/v1/segments/{id}") => {
                 let concrete = path.replace("{id}", "2");
@@ -1625,6 +1643,81 @@ async fn case_tags_and_segments_end_to_end(app: &TestApp) {
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
     let gone = app.get(&key, &format!("/api/v1/profiles/{fan}/tags")).await.ok();
     assert_eq!(gone["tags"], json!([]), "{gone}");
+}
+
+async fn case_rule_tags(app: &TestApp) {
+    let t = app.tenant("acme").await;
+    let ids = seed_profiles(app, &t).await;
+    let key = t.secret_key.clone();
+    let reachable = set(&[ids["fan"], ids["sub"], ids["asof"]]);
+
+    // A rule tag is applied at once to everyone its condition matches.
+    let rule = app.post(&key, "/api/v1/tags", &json!({"name": "可触达", "condition": "reachable = true"})).await.ok();
+    assert_eq!((rule["kind"].clone(), rule["condition"].clone()), (json!("rule"), json!("reachable = true")), "{rule}");
+    assert_eq!(rule["profiles"], 3, "{rule}");
+    let rule_id = rule["id"].as_i64().unwrap();
+    let page = app.get_query(&key, "/api/v1/profiles", &[("tag", "可触达")]).await.ok();
+    assert_eq!(ids_of(&page), reachable, "{page}");
+    let history = app.get(&key, &format!("/api/v1/profiles/{}/tags", ids["fan"])).await.ok();
+    assert_eq!(history["tags"], json!(["可触达"]), "{history}");
+    assert_eq!(history["history"][0]["actor"], format!("rule:{rule_id}"), "{history}");
+
+    // A rule tag reading a rule tag, and a segment reading both.
+    let chained = json!({"name": "快手可触达", "condition": "tagged(\"可触达\") and channel = kuaishou"});
+    let chained = app.post(&key, "/api/v1/tags", &chained).await.ok();
+    assert_eq!(chained["profiles"], 0, "{chained}");
+    let seg =
+        app.post(&key, "/api/v1/segments", &json!({"name": "s", "condition": "tagged(\"快手可触达\")"})).await.ok();
+    let sid = seg["id"].as_i64().unwrap();
+    assert_eq!(seg["size"], 0, "{seg}");
+
+    // An event makes lurk reachable: both rule tags follow, in order, and the segment after them.
+    let lurk = ids["lurk"];
+    app.ingest(&t.write_key, vec![event("r-1", "follow", "kuaishou", json!({"user_id": "lurk1"}), 0.1)]).await;
+    let tags = app.get(&key, &format!("/api/v1/profiles/{lurk}/tags")).await.ok();
+    assert_eq!(tags["tags"].as_array().map(Vec::len), Some(2), "{tags}");
+    let entry = tags["history"].as_array().unwrap().iter().find(|h| h["tag"] == "可触达").expect("recorded").clone();
+    assert_eq!((entry["action"].clone(), entry["actor"].clone()), (json!("added"), json!(format!("rule:{rule_id}"))));
+    let timeline = app.get(&key, &format!("/api/v1/segments/{sid}/changes")).await.ok();
+    assert_eq!(timeline[0]["profile_id"], lurk, "{timeline}");
+    assert_eq!(entry["after_seq"], timeline[0]["seq"], "the tag names the event that caused it: {tags}");
+    assert_eq!(app.get(&key, &format!("/api/v1/segments/{sid}")).await.ok()["size"], 1);
+
+    // Rule tags are not set by hand; what they read cannot be deleted.
+    let manual = app.post(&key, &format!("/api/v1/profiles/{lurk}/tags"), &json!({"remove": ["可触达"]})).await;
+    manual.assert_error(400, "rule_tag");
+    let reply = app.send(app.client.delete(app.url(&format!("/api/v1/tags/{rule_id}"))).bearer_auth(&key)).await;
+    reply.assert_error(409, "in_use");
+
+    // Bad conditions and cycles are refused at save time.
+    let reply = app.post(&key, "/api/v1/tags", &json!({"name": "x", "condition": "tire = 1"})).await;
+    reply.assert_error(400, "invalid_condition");
+    assert_eq!((reply.json["line"].as_u64(), reply.json["column"].as_u64()), (Some(1), Some(1)), "{}", reply.text);
+    let reply = app.post(&key, "/api/v1/tags", &json!({"name": "自己", "condition": "not tagged(\"自己\")"})).await;
+    reply.assert_error(400, "cycle");
+    assert!(reply.json["message"].as_str().unwrap().contains("自己 → 自己"), "{}", reply.text);
+    assert_eq!(app.get(&key, "/api/v1/tags").await.ok().as_array().map(Vec::len), Some(2));
+    // Redefining the first rule tag to read the second would close a cycle.
+    let chained_id = chained["id"].as_i64().unwrap();
+    let cyclic = json!({"condition": "tagged(\"快手可触达\") or reachable"});
+    let reply = app.put(&key, &format!("/api/v1/tags/{rule_id}"), &cyclic).await;
+    reply.assert_error(400, "cycle");
+    assert!(reply.json["message"].as_str().unwrap().contains("可触达 → 快手可触达 → 可触达"), "{}", reply.text);
+    let widened = json!({"condition": "tagged(\"可触达\")"});
+    let widened = app.put(&key, &format!("/api/v1/tags/{chained_id}"), &widened).await.ok();
+    assert_eq!(widened["profiles"], 4, "{widened}");
+    assert_eq!(app.get(&key, &format!("/api/v1/segments/{sid}")).await.ok()["size"], 4, "the segment follows");
+    app.put(&key, &format!("/api/v1/tags/{}", 999), &json!({"condition": "reachable"}))
+        .await
+        .assert_error(404, "no_such_tag");
+
+    // A rebuild reproduces rule tags, their history and what reads them.
+    let before_tags = app.get(&key, &format!("/api/v1/profiles/{lurk}/tags")).await.ok();
+    let before = app.get(&key, "/api/v1/tags").await.ok();
+    app.engine.rebuild(t.id).await.expect("rebuild");
+    assert_eq!(app.get(&key, "/api/v1/tags").await.ok(), before);
+    assert_eq!(app.get(&key, &format!("/api/v1/profiles/{lurk}/tags")).await.ok(), before_tags);
+    assert_eq!(app.get(&key, &format!("/api/v1/segments/{sid}")).await.ok()["size"], 4);
 }
 
 async fn case_condition_errors_at_save_time(app: &TestApp) {

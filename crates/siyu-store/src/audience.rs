@@ -104,6 +104,9 @@ pub trait AudienceStore: Send + Sync {
     /// Live tags in id order.
     async fn tags(&self, tenant: TenantId) -> Result<Vec<TagRecord>>;
     async fn delete_tag(&self, tenant: TenantId, id: i64) -> Result<bool>;
+    /// Replaces a live rule tag's condition; false when there is no such live rule tag (a manual
+    /// tag never gets a condition).
+    async fn update_tag_condition(&self, tenant: TenantId, id: i64, condition: &str) -> Result<bool>;
 
     /// Appends manual tag operations in order, assigning `op_id`s; returns them.
     async fn append_tag_ops(&self, tenant: TenantId, ops: &[TagOp]) -> Result<Vec<TagOp>>;

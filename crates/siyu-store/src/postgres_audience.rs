@@ -170,6 +170,20 @@ impl AudienceStore for PostgresStore {
         self.mark_deleted("tags", "tag_id", tenant, id).await
     }
 
+    async fn update_tag_condition(&self, tenant: TenantId, id: i64, condition: &str) -> Result<bool> {
+        let changed = sqlx::query(
+            "UPDATE tags SET condition = $3 WHERE tenant_id = $1 AND tag_id = $2 AND deleted_at IS NULL \
+             AND condition IS NOT NULL",
+        )
+        .bind(tenant.0)
+        .bind(id)
+        .bind(condition)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
     async fn append_tag_ops(&self, tenant: TenantId, ops: &[TagOp]) -> Result<Vec<TagOp>> {
         let mut ops = ops.to_vec();
         if ops.is_empty() {

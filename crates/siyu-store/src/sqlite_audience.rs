@@ -146,6 +146,19 @@ impl AudienceStore for SqliteStore {
         self.write(move |w| mark_deleted(&w.conn, "tags", "tag_id", tenant, id)).await
     }
 
+    async fn update_tag_condition(&self, tenant: TenantId, id: i64, condition: &str) -> Result<bool> {
+        let condition = condition.to_string();
+        self.write(move |w| {
+            let changed = w.conn.execute(
+                "UPDATE tags SET condition = ?3 WHERE tenant_id = ?1 AND tag_id = ?2 AND deleted_at IS NULL \
+                 AND condition IS NOT NULL",
+                params![tenant.0, id, condition],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn append_tag_ops(&self, tenant: TenantId, ops: &[TagOp]) -> Result<Vec<TagOp>> {
         let mut ops = ops.to_vec();
         self.write(move |w| {

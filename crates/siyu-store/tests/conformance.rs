@@ -17,6 +17,7 @@ use siyu_model::{
 use siyu_store::scratch::ScratchDatabase;
 use siyu_store::{
     AppendOutcome, AudienceKind, Backend, KeyKind, MembershipChange, ScanDetail, Store, StoreError, StoredEvent, TagOp,
+    TagRecord,
 };
 use sqlx::Connection;
 
@@ -779,6 +780,12 @@ async fn audience_records_round_trip_per_tenant(store: Arc<dyn Store>) -> Result
     ensure!((hot.id, rule.id) == (1, 2));
     ensure!(store.tags(a).await? == vec![hot.clone(), rule.clone()]);
     ensure!(store.tags(b).await?.is_empty(), "B sees A's tags");
+    // Only a live rule tag's condition can change, and only in its own tenant.
+    ensure!(!store.update_tag_condition(b, rule.id, "reachable").await?, "B changed A's rule tag");
+    ensure!(!store.update_tag_condition(a, hot.id, "reachable").await?, "a manual tag got a condition");
+    ensure!(store.update_tag_condition(a, rule.id, "net_revenue >= 2000").await?);
+    let rule = TagRecord { condition: Some("net_revenue >= 2000".into()), ..rule };
+    ensure!(store.tags(a).await? == vec![hot.clone(), rule.clone()]);
     ensure!(!store.delete_tag(b, hot.id).await?, "B deleted A's tag");
     ensure!(store.delete_tag(a, hot.id).await?);
     ensure!(!store.delete_tag(a, hot.id).await?, "deleting twice");

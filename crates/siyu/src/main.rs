@@ -40,6 +40,9 @@ enum Command {
     /// Manage segments (人群): create, list, show/preview, delete, export.
     #[command(subcommand)]
     Segment(cmd::segment::Command),
+    /// Manage tags (标签): create (manual or rule), list, add, remove, import from CSV.
+    #[command(subcommand)]
+    Tag(cmd::tag::Command),
     /// Import NDJSON or CSV events into a tenant's log (streaming, idempotent).
     Import(cmd::import::Args),
     /// Write a simulated merchant's event stream as NDJSON.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => cmd::demo::run(&settings, args).await,
             Command::Tenant(command) => cmd::tenant::run(&settings, command).await,
             Command::Segment(command) => cmd::segment::run(&settings, command).await,
+            Command::Tag(command) => cmd::tag::run(&settings, command).await,
             Command::Import(args) => cmd::import::run(&settings, args).await,
             Command::Simulate(args) => cmd::simulate::run(args),
             Command::Rebuild(args) => cmd::rebuild::run(&settings, args).await,

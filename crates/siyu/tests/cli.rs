@@ -194,3 +194,59 @@ fn config_prints_the_defaults_and_bad_flags_fail_clearly() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("unknown industry"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn tag_import_reports_bad_rows_keeps_good_ones_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("siyu.db");
+    create_tenant(&db, "shop");
+    let events = dir.path().join("events.csv");
+    std::fs::write(
+        &events,
+        "message_id,type,channel,account,user_id,phone,timestamp\n\
+         e1,follow,douyin,brand-main,u1,,2026-05-01T10:00:00Z\n\
+         e2,follow,douyin,brand-main,u2,13800138000,2026-05-01T10:00:00Z\n",
+    )
+    .unwrap();
+    let out = siyu(&db, &["import", events.to_str().unwrap(), "--tenant", "shop", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = siyu(&db, &["tag", "create", "--tenant", "shop", "--name", "高意向"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let file = dir.path().join("tags.csv");
+    std::fs::write(
+        &file,
+        "user_id,phone,tag,action\n\
+         u1,,高意向,\n\
+         ,138-0013-8000,高意向,add\n\
+         u9,,高意向,\n\
+         u1,,不存在,add\n\
+         u2,,高意向,delete\n",
+    )
+    .unwrap();
+    let out = siyu(&db, &["tag", "import", "--tenant", "shop", file.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(":4: no profile holds user_id:u9"), "{stderr}");
+    assert!(stderr.contains(":5: no tag"), "{stderr}");
+    assert!(stderr.contains(":6: action must be add or remove"), "{stderr}");
+    assert!(stderr.contains("2 changed, 0 already so, 3 bad rows"), "{stderr}");
+
+    // Re-running changes nothing more.
+    let out = siyu(&db, &["tag", "import", "--tenant", "shop", file.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("0 changed, 2 already so, 3 bad rows"), "{}", text(&out.stderr));
+    let list = siyu(&db, &["tag", "list", "--tenant", "shop"]);
+    let listed = text(&list.stdout);
+    assert!(
+        listed.lines().any(|l| l.contains("高意向") && l.contains("manual") && l.trim_end().ends_with(" 2")),
+        "{listed}"
+    );
+
+    // Remove by hand; rule tags cannot be set by hand.
+    let out = siyu(&db, &["tag", "remove", "--tenant", "shop", "--name", "高意向", "--identity", "user_id:u1"]);
+    assert!(out.status.success() && text(&out.stdout).contains("done"), "{}", text(&out.stderr));
+    let out = siyu(&db, &["tag", "create", "--tenant", "shop", "--name", "有手机", "--condition", "has(phone)"]);
+    assert!(text(&out.stdout).contains("rule): 1 profiles"), "{} {}", text(&out.stdout), text(&out.stderr));
+    let out = siyu(&db, &["tag", "add", "--tenant", "shop", "--name", "有手机", "--identity", "user_id:u1"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("rule tag"), "{}", text(&out.stderr));
+}

@@ -29,6 +29,12 @@ pub enum AudienceError {
     InUse(String),
     #[error("{message}")]
     Invalid { field: &'static str, message: String },
+    /// A rule tag is applied and removed by its condition only.
+    #[error("tag {0:?} is a rule tag: its condition applies and removes it")]
+    RuleTag(String),
+    /// A rule tag would read itself, directly or through other rule tags: the path, e.g. A, B, A.
+    #[error("the condition makes a cycle of rule tags: {}", .0.join(" → "))]
+    Cycle(Vec<String>),
 }
 
 fn map_store(e: StoreError) -> EngineError {
@@ -66,8 +72,10 @@ pub struct TagView {
     pub id: i64,
     pub name: String,
     pub group_id: Option<i64>,
-    /// `manual` (set by operators, imports and bulk actions).
+    /// `manual` (set by operators, imports and bulk actions) or `rule` (set by its condition).
     pub kind: String,
+    /// A rule tag's condition, in canonical form.
+    pub condition: Option<String>,
     /// Profiles carrying the tag now.
     pub profiles: u64,
     pub created_at: String,
@@ -79,10 +87,10 @@ pub struct TagHistoryEntry {
     pub tag: String,
     /// `added` | `removed`
     pub action: String,
-    /// Who: `api`, `cli`, `segment:<id>` (bulk by segment), …
+    /// Who: `api`, `cli`, `segment:<id>` (bulk by segment), `rule:<tag id>` (a rule tag), …
     pub actor: String,
     pub at: String,
-    /// The last event in the log when it happened.
+    /// The last event in the log when it happened (for a rule tag: the event that caused it).
     pub after_seq: i64,
 }
 
@@ -223,6 +231,27 @@ fn change_view(c: &MembershipChange) -> MembershipChangeView {
     }
 }
 
+/// Checks a rule tag's condition: it parses and checks (the tag may name itself, so that a
+/// self-reference is reported as a cycle) and makes no cycle through other rule tags. Returns the
+/// canonical text.
+fn check_rule(state: &TenantState, name: &str, text: &str) -> Result<String> {
+    let mut schema = state.schema();
+    schema.tags.insert(name.to_string());
+    let condition = compile(text, &schema).map_err(AudienceError::InvalidCondition)?;
+    let canonical = parse(text).map_err(|e| AudienceError::InvalidCondition(vec![e]))?.to_string();
+    let mut rules: Vec<(String, std::collections::BTreeSet<String>)> = state
+        .audience
+        .segments
+        .iter()
+        .filter(|s| s.rule_tag.is_some() && s.record.name != name)
+        .map(|s| (s.record.name.clone(), s.deps.tags.clone()))
+        .collect();
+    // First, so that a cycle (which must pass through it) is named from it.
+    rules.insert(0, (name.to_string(), condition.references_tags()));
+    super::dependency_order(&rules).map_err(AudienceError::Cycle)?;
+    Ok(canonical)
+}
+
 /// Parses and checks a condition against the tenant's state; returns it with its canonical text.
 fn checked(state: &TenantState, text: &str) -> Result<(siyu_model::condition::Condition, String)> {
     let schema = state.schema();
@@ -265,7 +294,15 @@ impl Engine {
 
     // --- tags -----------------------------------------------------------------------------
 
-    pub async fn create_tag(&self, tenant: TenantId, name: &str, group_id: Option<i64>) -> Result<TagView> {
+    /// Creates a tag; with a condition, a rule tag, applied and removed by the condition as
+    /// profiles change (refused when it would read itself through rule tags).
+    pub async fn create_tag(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        group_id: Option<i64>,
+        condition: Option<&str>,
+    ) -> Result<TagView> {
         let name = check_name(name)?;
         let runtime = self.tenant(tenant)?;
         if let Some(group) = group_id {
@@ -275,19 +312,113 @@ impl Engine {
                 );
             }
         }
-        let record = self.store().create_tag(tenant, &name, group_id, None).await.map_err(map_store)?;
-        let mut state = runtime.state.write();
-        let mut tags = state.audience.tags.clone();
-        tags.push(record.clone());
-        state.audience.set_tags(tags);
-        Ok(TagView {
-            id: record.id,
-            name: record.name,
-            group_id,
-            kind: "manual".into(),
-            profiles: 0,
-            created_at: record.created_at.to_rfc3339(),
-        })
+        let canonical = match condition {
+            Some(text) => Some(check_rule(&runtime.state.read(), &name, text)?),
+            None => None,
+        };
+        let record = self.store().create_tag(tenant, &name, group_id, canonical.as_deref()).await.map_err(map_store)?;
+        let now = Millis::now();
+        let (changes, ops, rescan) = {
+            let mut state = runtime.state.write();
+            let mut tags = state.audience.tags.clone();
+            tags.push(record.clone());
+            state.audience.set_tags(tags);
+            if record.condition.is_none() {
+                (Vec::new(), Vec::new(), None)
+            } else {
+                let schema = state.schema();
+                let compiled = compile(record.condition.as_deref().unwrap_or_default(), &schema)
+                    .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+                state.audience.segments.push(Segment::rule(&record, compiled));
+                state.audience.order();
+                let before = state.audience.property_types.len();
+                let types = state.recount_property_types();
+                let rescan = state.audience.property_types.len() > before;
+                let changes = state.evaluate_rule_tag(record.id as u32, now, None);
+                (changes, state.audience.take_rule_ops(), rescan.then_some(types))
+            }
+        };
+        if let Some(types) = rescan {
+            self.load_properties(tenant, &types).await?;
+            runtime.state.write().evaluate_rule_tag(record.id as u32, now, None);
+        }
+        self.store_derived(tenant, ops, &changes).await;
+        let view = self.tags(tenant)?.into_iter().find(|t| t.id == record.id);
+        view.ok_or_else(|| not_found(AudienceKind::Tag, record.id))
+    }
+
+    /// Redefines a rule tag: checked (and refused on a cycle) as at creation; profiles that now
+    /// match get the tag, those that no longer do lose it, each recorded in the tag history.
+    pub async fn update_rule_tag(&self, tenant: TenantId, id: i64, text: &str) -> Result<TagView> {
+        let runtime = self.tenant(tenant)?;
+        let canonical = {
+            let state = runtime.state.read();
+            let tag =
+                state.audience.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
+            if tag.condition.is_none() {
+                return Err(AudienceError::Invalid {
+                    field: "condition",
+                    message: format!("tag {:?} is a manual tag; only a rule tag's condition can change", tag.name),
+                }
+                .into());
+            }
+            check_rule(&state, &tag.name.clone(), text)?
+        };
+        if !self.store().update_tag_condition(tenant, id, &canonical).await? {
+            return Err(not_found(AudienceKind::Tag, id));
+        }
+        let now = Millis::now();
+        let (changes, rescan) = {
+            let mut state = runtime.state.write();
+            let mut tags = state.audience.tags.clone();
+            let Some(record) = tags.iter_mut().find(|t| t.id == id) else {
+                return Err(not_found(AudienceKind::Tag, id));
+            };
+            record.condition = Some(canonical.clone());
+            let record = record.clone();
+            state.audience.set_tags(tags);
+            let schema = state.schema();
+            let compiled = compile(&canonical, &schema)
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+            let mut entry = Segment::rule(&record, compiled);
+            if let Some(old) = state.audience.segments.iter_mut().find(|s| s.rule_tag == Some(id as u32)) {
+                entry.members = std::mem::take(&mut old.members);
+                *old = entry;
+            } else {
+                state.audience.segments.push(entry);
+            }
+            state.audience.order();
+            let before = state.audience.property_types.len();
+            let types = state.recount_property_types();
+            let rescan = state.audience.property_types.len() > before;
+            (state.evaluate_rule_tag(id as u32, now, None), rescan.then_some(types))
+        };
+        let mut changes = changes;
+        if let Some(types) = rescan {
+            self.load_properties(tenant, &types).await?;
+            changes.extend(runtime.state.write().evaluate_rule_tag(id as u32, now, None));
+        }
+        self.store_derived(tenant, Vec::new(), &changes).await;
+        let view = self.tags(tenant)?.into_iter().find(|t| t.id == id);
+        view.ok_or_else(|| not_found(AudienceKind::Tag, id))
+    }
+
+    /// Stores rule-tag operations and segment membership changes (best effort: both are derived,
+    /// a failure is logged).
+    pub(crate) async fn store_derived(&self, tenant: TenantId, mut ops: Vec<TagOp>, changes: &[MembershipChange]) {
+        if let Ok(runtime) = self.tenant(tenant) {
+            ops.extend(runtime.state.write().audience.take_rule_ops());
+        }
+        if !ops.is_empty() {
+            if let Err(e) = self.store().append_tag_ops(tenant, &ops).await {
+                tracing::warn!(tenant = %tenant, error = %e, "failed to record rule tag operations");
+            }
+        }
+        if !changes.is_empty() {
+            if let Err(e) = self.store().append_membership_changes(tenant, changes).await {
+                tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
+            }
+        }
     }
 
     pub fn tags(&self, tenant: TenantId) -> Result<Vec<TagView>> {
@@ -308,6 +439,7 @@ impl Engine {
                 name: t.name.clone(),
                 group_id: t.group_id,
                 kind: if t.condition.is_some() { "rule" } else { "manual" }.into(),
+                condition: t.condition.clone(),
                 profiles: counts.get(&(t.id as u32)).copied().unwrap_or(0),
                 created_at: t.created_at.to_rfc3339(),
             })
@@ -321,9 +453,15 @@ impl Engine {
             let state = runtime.state.read();
             let tag =
                 state.audience.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
-            if let Some(user) = state.audience.segments.iter().find(|s| s.deps.tags.contains(&tag.name)) {
+            if let Some(user) = state
+                .audience
+                .segments
+                .iter()
+                .find(|s| s.deps.tags.contains(&tag.name) && s.rule_tag != Some(id as u32))
+            {
+                let what = if user.rule_tag.is_some() { "rule tag" } else { "segment" };
                 return Err(AudienceError::InUse(format!(
-                    "tag {:?} is used by segment {:?} (id {}); change that segment first",
+                    "tag {:?} is used by {what} {:?} (id {}); change that {what} first",
                     tag.name, user.record.name, user.record.id
                 ))
                 .into());
@@ -335,6 +473,7 @@ impl Engine {
         let mut state = runtime.state.write();
         let tags = state.audience.tags.iter().filter(|t| t.id != id).cloned().collect();
         state.audience.set_tags(tags);
+        state.audience.segments.retain(|s| s.rule_tag != Some(id as u32));
         let ids: Vec<ProfileId> = state.profile_ids().collect();
         for profile in ids {
             let tags = &mut state.profile_mut(profile).expect("live").tags;
@@ -361,6 +500,9 @@ impl Engine {
             for (name, action) in changes {
                 let tag =
                     state.audience.tag_id(name).ok_or_else(|| not_found(AudienceKind::Tag, format!("{name:?}")))?;
+                if state.audience.is_rule_tag(i64::from(tag)) {
+                    return Err(AudienceError::RuleTag(name.clone()).into());
+                }
                 resolved.push((tag, *action));
             }
             let mut ops = Vec::new();
@@ -401,9 +543,7 @@ impl Engine {
             self.rebuild(tenant).await?;
             return Err(e.into());
         }
-        if let Err(e) = self.store().append_membership_changes(tenant, &membership).await {
-            tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
-        }
+        self.store_derived(tenant, Vec::new(), &membership).await;
         Ok(changed)
     }
 
@@ -516,7 +656,7 @@ impl Engine {
             let checked = compile(&record.condition, &schema)
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
             let mut segment = Segment::new(record.clone(), checked);
-            if let Some(old) = replaces.and_then(|id| state.audience.segments.iter().position(|s| s.record.id == id)) {
+            if let Some(old) = replaces.and_then(|id| state.audience.segment_index(id)) {
                 segment.members = state.audience.segments[old].members.clone();
                 state.audience.segments[old] = segment;
             } else {
@@ -572,14 +712,14 @@ impl Engine {
         if !self.store().delete_segment(tenant, id).await? {
             return Err(not_found(AudienceKind::Segment, id));
         }
-        runtime.state.write().audience.segments.retain(|s| s.record.id != id);
+        runtime.state.write().audience.segments.retain(|s| s.rule_tag.is_some() || s.record.id != id);
         Ok(())
     }
 
     pub fn segments(&self, tenant: TenantId) -> Result<Vec<SegmentView>> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        Ok(state.audience.segments.iter().map(segment_view).collect())
+        Ok(state.audience.segments.iter().filter(|s| s.rule_tag.is_none()).map(segment_view).collect())
     }
 
     pub fn segment(&self, tenant: TenantId, id: i64) -> Result<SegmentView> {
@@ -641,7 +781,13 @@ impl Engine {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
         let live = state.resolve(id).ok_or(EngineError::NoSuchProfile(id))?;
-        Ok(state.audience.segments.iter().filter(|s| s.members.contains(live)).map(segment_view).collect())
+        Ok(state
+            .audience
+            .segments
+            .iter()
+            .filter(|s| s.rule_tag.is_none() && s.members.contains(live))
+            .map(segment_view)
+            .collect())
     }
 
     /// Checks the fields of an export: the fixed ones, identity kinds and `traits.KEY`.
@@ -710,8 +856,15 @@ impl Engine {
         for tenant in self.tenant_ids() {
             let runtime = self.tenant(tenant)?;
             let now = Millis::now();
-            let (changes, sizes) = runtime.state.write().sweep_audience(now);
+            let (changes, sizes, ops) = {
+                let mut state = runtime.state.write();
+                let (changes, sizes) = state.sweep_audience(now);
+                (changes, sizes, state.audience.take_rule_ops())
+            };
             total += changes.len() as u64;
+            if !ops.is_empty() {
+                self.store().append_tag_ops(tenant, &ops).await?;
+            }
             self.store().append_membership_changes(tenant, &changes).await?;
             self.store().record_segment_sizes(tenant, &cst_day(now), &sizes).await?;
         }

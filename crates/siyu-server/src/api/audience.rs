@@ -25,7 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tag_groups, create_tag_group))
         .routes(routes!(delete_tag_group))
         .routes(routes!(list_tags, create_tag))
-        .routes(routes!(delete_tag))
+        .routes(routes!(delete_tag, update_tag))
         .routes(routes!(get_profile_tags, change_profile_tags))
         .routes(routes!(get_profile_segments))
         .routes(routes!(list_segments, create_segment))
@@ -48,6 +48,14 @@ pub struct TagRequest {
     pub name: String,
     /// The tag group, if any.
     pub group_id: Option<i64>,
+    /// Makes a rule tag: applied and removed automatically by this condition (docs/conditions.md).
+    pub condition: Option<String>,
+}
+
+/// A rule tag's new condition.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConditionRequest {
+    pub condition: String,
 }
 
 /// Tags to add and to remove, by name.
@@ -177,7 +185,8 @@ async fn list_tags(State(state): State<AppState>, Manager(tenant): Manager) -> R
     Ok(Json(state.engine.tags(tenant)?))
 }
 
-/// Creates a (manual) tag.
+/// Creates a tag: a manual one, or with `condition` a rule tag (400 `invalid_condition`, 400
+/// `cycle` when it would read itself through rule tags).
 #[utoipa::path(post, path = "/api/v1/tags", tag = "tags", request_body = TagRequest,
     responses((status = 200, body = TagView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 async fn create_tag(
@@ -185,7 +194,21 @@ async fn create_tag(
     Manager(tenant): Manager,
     JsonBody(request): JsonBody<TagRequest>,
 ) -> Result<Json<TagView>, ApiError> {
-    Ok(Json(state.engine.create_tag(tenant, &request.name, request.group_id).await?))
+    Ok(Json(state.engine.create_tag(tenant, &request.name, request.group_id, request.condition.as_deref()).await?))
+}
+
+/// Redefines a rule tag (`{"condition": …}`), checked as at creation; a manual tag has no
+/// condition (400 `invalid_request`).
+#[utoipa::path(put, path = "/api/v1/tags/{id}", tag = "tags", params(("id" = i64, Path)), request_body = ConditionRequest,
+    responses((status = 200, body = TagView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn update_tag(
+    State(state): State<AppState>,
+    Manager(tenant): Manager,
+    Path(id): Path<i64>,
+    JsonBody(request): JsonBody<ConditionRequest>,
+) -> Result<Json<TagView>, ApiError> {
+    Ok(Json(state.engine.update_rule_tag(tenant, id, &request.condition).await?))
 }
 
 /// Deletes a tag and takes it off every profile; refused (409 `in_use`) while a segment reads it.

@@ -7,6 +7,7 @@ pub mod rebuild;
 pub mod segment;
 pub mod serve;
 pub mod simulate;
+pub mod tag;
 pub mod tenant;
 
 use std::sync::Arc;
