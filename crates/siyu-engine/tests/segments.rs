@@ -11,6 +11,7 @@ use siyu_engine::audience::Evaluator;
 use siyu_engine::TenantState;
 use siyu_model::condition::{compile, evaluate, PlainEventWithProps, ProfileSnapshot, Schema};
 use siyu_model::event::EventKind;
+use siyu_model::score::RfmMeans;
 use siyu_model::time::DAY;
 use siyu_model::{Channel, Event, EventType, Fen, Identity, Millis, TenantId, TenantSettings};
 use siyu_store::{TagOp, TagRecord};
@@ -148,47 +149,15 @@ proptest! {
         let t = Millis(T0 + at_day * DAY);
         let means = state.rfm_means(t);
         // Each live profile's events, as plain data.
-        let mut by_profile: BTreeMap<u32, Vec<PlainEventWithProps>> = BTreeMap::new();
-        for event in &events {
-            let id = state.lookup(&event.identities[0]).expect("linked");
-            by_profile.entry(id).or_default().push(PlainEventWithProps {
-                event_type: event.kind.as_str().to_string(),
-                ts: event.timestamp,
-                amount: event.amount,
-                channel: event.channel,
-                account: event.account.clone(),
-                properties: serde_json::from_str(event.properties.as_ref().unwrap().get()).unwrap(),
-            });
-        }
+        let by_profile = plain_events_by_profile(&state, &events);
         let schema = Schema { tags: ["vip".to_string()].into(), ..Schema::default() };
         let evaluator = Evaluator::new(&state, t, &means);
         for text in &conditions {
             let condition = compile(text, &schema).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             for (id, plain) in &by_profile {
                 let profile = state.profile(*id).unwrap();
-                let scores = state.scores_at(*id, t).unwrap();
-                let past: Vec<&PlainEventWithProps> = plain.iter().filter(|e| e.ts <= t).collect();
-                let snapshot = ProfileSnapshot {
-                    tier: scores.tier,
-                    pool_stage: scores.pool_stage,
-                    ownership: scores.ownership,
-                    rfm: scores.rfm.map(|input| means.group(&input)),
-                    reachable: scores.reachable,
-                    affinity: scores.affinity,
-                    net_revenue: scores.net_revenue,
-                    paid_orders: scores.paid_orders,
-                    refunded_orders: scores.refunded_orders,
-                    net_paid_orders: scores.net_paid_orders,
-                    orders_365d: scores.orders_365d,
-                    event_count: past.len() as u32,
-                    first_seen: past.iter().map(|e| e.ts).min(),
-                    last_seen: past.iter().map(|e| e.ts).max(),
-                    channels: past.iter().map(|e| e.channel).collect(),
-                    accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
-                    tags: profile.tags.iter().map(|_| "vip".to_string()).collect(),
-                    identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect::<BTreeSet<_>>(),
-                    traits: Default::default(),
-                };
+                let tags = profile.tags.iter().map(|_| "vip".to_string()).collect();
+                let snapshot = snapshot_at(&state, *id, t, &means, plain, tags);
                 let expected = evaluate(&condition, &snapshot, plain, t);
                 prop_assert_eq!(evaluator.matches(&condition, *id), expected, "{} on profile {}", text, id);
             }
@@ -234,49 +203,16 @@ proptest! {
             }
         }
         let means = state.rfm_means(t);
-        let mut by_profile: BTreeMap<u32, Vec<PlainEventWithProps>> = BTreeMap::new();
-        for event in &events {
-            let id = state.lookup(&event.identities[0]).expect("linked");
-            by_profile.entry(id).or_default().push(PlainEventWithProps {
-                event_type: event.kind.as_str().to_string(),
-                ts: event.timestamp,
-                amount: event.amount,
-                channel: event.channel,
-                account: event.account.clone(),
-                properties: serde_json::from_str(event.properties.as_ref().unwrap().get()).unwrap(),
-            });
-        }
+        let by_profile = plain_events_by_profile(&state, &events);
         let schema = Schema { tags: ["vip".to_string()].into_iter().chain(RULES.iter().map(|r| r.0.to_string())).collect(), ..Schema::default() };
         for (id, plain) in &by_profile {
             let profile = state.profile(*id).unwrap();
-            let scores = state.scores_at(*id, t).unwrap();
-            let past: Vec<&PlainEventWithProps> = plain.iter().filter(|e| e.ts <= t).collect();
             let mut expected_tags: BTreeSet<String> = BTreeSet::new();
             if profile.tags.contains(&1) {
                 expected_tags.insert("vip".into());
             }
             for (i, (name, text)) in RULES.iter().enumerate() {
-                let snapshot = ProfileSnapshot {
-                    tier: scores.tier,
-                    pool_stage: scores.pool_stage,
-                    ownership: scores.ownership,
-                    rfm: scores.rfm.map(|input| means.group(&input)),
-                    reachable: scores.reachable,
-                    affinity: scores.affinity,
-                    net_revenue: scores.net_revenue,
-                    paid_orders: scores.paid_orders,
-                    refunded_orders: scores.refunded_orders,
-                    net_paid_orders: scores.net_paid_orders,
-                    orders_365d: scores.orders_365d,
-                    event_count: past.len() as u32,
-                    first_seen: past.iter().map(|e| e.ts).min(),
-                    last_seen: past.iter().map(|e| e.ts).max(),
-                    channels: past.iter().map(|e| e.channel).collect(),
-                    accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
-                    tags: expected_tags.clone(),
-                    identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect::<BTreeSet<_>>(),
-                    traits: Default::default(),
-                };
+                let snapshot = snapshot_at(&state, *id, t, &means, plain, expected_tags.clone());
                 let condition = compile(text, &schema).unwrap();
                 let expected = evaluate(&condition, &snapshot, plain, t);
                 let actual = profile.tags.contains(&(i as u32 + 2));
@@ -286,5 +222,58 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// Each live profile's events, as the reference evaluator reads them.
+fn plain_events_by_profile(state: &TenantState, events: &[Event]) -> BTreeMap<u32, Vec<PlainEventWithProps>> {
+    let mut by_profile: BTreeMap<u32, Vec<PlainEventWithProps>> = BTreeMap::new();
+    for event in events {
+        let id = state.lookup(&event.identities[0]).expect("linked");
+        by_profile.entry(id).or_default().push(PlainEventWithProps {
+            event_type: event.kind.as_str().to_string(),
+            ts: event.timestamp,
+            amount: event.amount,
+            channel: event.channel,
+            account: event.account.clone(),
+            properties: serde_json::from_str(event.properties.as_ref().unwrap().get()).unwrap(),
+        });
+    }
+    by_profile
+}
+
+/// What the reference evaluator knows of a profile at `t`: the folded scores (tested against
+/// SPEC §4 elsewhere), its events up to `t`, and the given tags.
+fn snapshot_at(
+    state: &TenantState,
+    id: u32,
+    t: Millis,
+    means: &RfmMeans,
+    plain: &[PlainEventWithProps],
+    tags: BTreeSet<String>,
+) -> ProfileSnapshot {
+    let profile = state.profile(id).unwrap();
+    let scores = state.scores_at(id, t).unwrap();
+    let past: Vec<&PlainEventWithProps> = plain.iter().filter(|e| e.ts <= t).collect();
+    ProfileSnapshot {
+        tier: scores.tier,
+        pool_stage: scores.pool_stage,
+        ownership: scores.ownership,
+        rfm: scores.rfm.map(|input| means.group(&input)),
+        reachable: scores.reachable,
+        affinity: scores.affinity,
+        net_revenue: scores.net_revenue,
+        paid_orders: scores.paid_orders,
+        refunded_orders: scores.refunded_orders,
+        net_paid_orders: scores.net_paid_orders,
+        orders_365d: scores.orders_365d,
+        event_count: past.len() as u32,
+        first_seen: past.iter().map(|e| e.ts).min(),
+        last_seen: past.iter().map(|e| e.ts).max(),
+        channels: past.iter().map(|e| e.channel).collect(),
+        accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
+        tags,
+        identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect(),
+        traits: Default::default(),
     }
 }
