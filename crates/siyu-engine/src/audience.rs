@@ -14,13 +14,16 @@ pub mod ops;
 use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use siyu_model::condition::{Condition, Dependencies};
+use siyu_model::condition::{Condition, Dependencies, ProfileField};
+use siyu_model::event::EventKind;
+use siyu_model::event_type::FIRST_CUSTOM_CODE;
 use siyu_model::score::RfmMeans;
-use siyu_model::{Millis, ProfileId, Seq};
+use siyu_model::{EventType, Millis, ProfileId, Seq};
 use siyu_store::{MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};
 
+pub use crate::members::Members;
 use crate::state::TenantState;
-pub use eval::Evaluator;
+pub use eval::{cheapest_first, Evaluator};
 
 /// How often time-dependent segments are re-evaluated over every profile.
 pub const SEGMENT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -67,8 +70,8 @@ pub struct Audience {
     pub segments: Vec<Segment>,
     /// Off while replaying: memberships are evaluated once at the end instead.
     tracking: bool,
-    /// Profiles touched since the last refresh: (profile, event type code, carried traits).
-    dirty: Vec<(ProfileId, u16, bool)>,
+    /// Profiles touched since the last refresh, and how.
+    dirty: Vec<(ProfileId, Touch)>,
     /// How many merge records the last refresh saw (merged-away profiles leave their segments).
     merges_seen: usize,
     /// Event properties kept for conditions that filter on them (`where properties.x = …`),
@@ -82,6 +85,19 @@ pub struct Audience {
     unsaved_rule_ops: Vec<TagOp>,
 }
 
+/// What happened to a profile that may change its memberships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// An event of this type (carrying traits or not) was applied to it.
+    Event { code: u16, traits: bool },
+    /// It was created (by an event): every condition meets it for the first time.
+    Created,
+    /// It absorbed another profile: anything about it may have changed.
+    Absorbed,
+    /// It was merged into another: it leaves every segment.
+    MergedAway,
+}
+
 /// A segment: its record, its checked condition and its members. A rule tag is kept as a
 /// segment too (`rule_tag` set, `record.id` = the tag id) whose members carry the tag; rule tags
 /// come first in `Audience::segments`, in dependency order, so a rule tag is evaluated before
@@ -90,80 +106,71 @@ pub struct Segment {
     pub record: SegmentRecord,
     /// The tag this entry applies, for a rule tag.
     pub rule_tag: Option<u32>,
-    /// `None` when the stored condition no longer checks (it then matches nobody).
+    /// `None` when the stored condition no longer checks (it then matches nobody). Its clauses
+    /// are ordered cheapest first ([`cheapest_first`]).
     pub condition: Option<Condition>,
     pub error: Option<String>,
     pub deps: Dependencies,
+    /// The event types that can change whether a profile matches.
+    triggers: Triggers,
     pub members: Members,
 }
 
-/// A set of profile ids as a bitmap over the dense ids, with its size.
+/// A set of event type codes, or every type. Custom types registered after it was made (codes
+/// from `first_unknown` on) are in it: what they weigh was not known then.
 #[derive(Debug, Clone, Default)]
-pub struct Members {
-    bits: Vec<u64>,
-    size: u64,
+struct Triggers {
+    every: bool,
+    codes: Vec<u64>,
+    first_unknown: u16,
 }
 
-impl Members {
-    pub fn contains(&self, id: ProfileId) -> bool {
-        let (word, bit) = (id as usize / 64, id % 64);
-        self.bits.get(word).is_some_and(|w| w & (1 << bit) != 0)
+impl Triggers {
+    fn add(&mut self, code: u16) {
+        let word = code as usize / 64;
+        if word >= self.codes.len() {
+            self.codes.resize(word + 1, 0);
+        }
+        self.codes[word] |= 1 << (code % 64);
     }
 
-    /// Sets membership; returns true when it changed.
-    pub fn set(&mut self, id: ProfileId, member: bool) -> bool {
-        let (word, bit) = (id as usize / 64, id % 64);
-        if word >= self.bits.len() {
-            if !member {
-                return false;
-            }
-            self.bits.resize(word + 1, 0);
-        }
-        let was = self.bits[word] & (1 << bit) != 0;
-        if was == member {
-            return false;
-        }
-        self.bits[word] ^= 1 << bit;
-        if member {
-            self.size += 1;
-        } else {
-            self.size -= 1;
-        }
-        true
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Member ids in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = ProfileId> + '_ {
-        self.bits.iter().enumerate().flat_map(|(i, word)| {
-            let mut w = *word;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros();
-                w &= w - 1;
-                Some(i as ProfileId * 64 + bit as ProfileId)
-            })
-        })
+    fn contains(&self, code: u16) -> bool {
+        self.every
+            || code >= self.first_unknown
+            || self.codes.get(code as usize / 64).is_some_and(|w| w & (1 << (code % 64)) != 0)
     }
 }
+
+/// The events that change whether a profile is reachable.
+const RELATIONSHIP_TYPES: [EventType; 10] = [
+    EventType::Follow,
+    EventType::Unfollow,
+    EventType::Subscribe,
+    EventType::Unsubscribe,
+    EventType::WecomAdd,
+    EventType::WecomDelete,
+    EventType::GroupJoin,
+    EventType::GroupLeave,
+    EventType::ConsentGranted,
+    EventType::ConsentRevoked,
+];
+
+const ORDER_TYPES: [EventType; 2] = [EventType::OrderPaid, EventType::OrderRefunded];
 
 impl Segment {
-    pub fn new(record: SegmentRecord, condition: Result<Condition, String>) -> Segment {
+    /// An entry of `state`'s audience (the state tells which event types can change it).
+    pub fn new(state: &TenantState, record: SegmentRecord, condition: Result<Condition, String>) -> Segment {
         let (condition, error) = match condition {
-            Ok(c) => (Some(c), None),
+            Ok(c) => (Some(cheapest_first(&c)), None),
             Err(e) => (None, Some(e)),
         };
         let deps = condition.as_ref().map(Condition::dependencies).unwrap_or_default();
-        Segment { record, rule_tag: None, condition, error, deps, members: Members::default() }
+        let triggers = state.triggers(&deps);
+        Segment { record, rule_tag: None, condition, error, deps, triggers, members: Members::default() }
     }
 
     /// The entry of a rule tag.
-    pub fn rule(tag: &TagRecord, condition: Result<Condition, String>) -> Segment {
+    pub fn rule(state: &TenantState, tag: &TagRecord, condition: Result<Condition, String>) -> Segment {
         let record = SegmentRecord {
             id: tag.id,
             name: tag.name.clone(),
@@ -171,17 +178,28 @@ impl Segment {
             created_at: tag.created_at,
             updated_at: tag.created_at,
         };
-        Segment { rule_tag: Some(tag.id as u32), ..Segment::new(record, condition) }
+        Segment { rule_tag: Some(tag.id as u32), ..Segment::new(state, record, condition) }
     }
 
-    /// Can an event of this type (with or without traits) change whether its profile matches?
-    fn affected_by(&self, type_name: &str, traits: bool) -> bool {
-        let d = &self.deps;
-        // Profile fields and identities may change with any event; the rest only with their own.
-        !d.fields.is_empty()
-            || !d.identity_kinds.is_empty()
-            || (traits && !d.traits.is_empty())
-            || d.event_types.contains(type_name)
+    /// A stored segment before its condition is checked (which needs the replayed state).
+    fn unloaded(record: SegmentRecord) -> Segment {
+        Segment {
+            record,
+            rule_tag: None,
+            condition: None,
+            error: Some("not loaded".into()),
+            deps: Dependencies::default(),
+            triggers: Triggers::default(),
+            members: Members::default(),
+        }
+    }
+
+    /// Can this touch change whether the profile matches? (Tag changes are handled apart.)
+    fn touched_by(&self, touch: Touch) -> bool {
+        match touch {
+            Touch::Event { code, traits } => self.triggers.contains(code) || (traits && !self.deps.traits.is_empty()),
+            Touch::Created | Touch::Absorbed | Touch::MergedAway => true,
+        }
     }
 }
 
@@ -196,7 +214,7 @@ impl Audience {
         let mut audience = Audience { groups, pending_ops: ops.into(), ..Audience::default() };
         audience.set_tags(tags);
         // Conditions are checked after the replay, when custom event types are known.
-        audience.segments = segments.into_iter().map(|r| Segment::new(r, Err("not loaded".into()))).collect();
+        audience.segments = segments.into_iter().map(Segment::unloaded).collect();
         audience
     }
 
@@ -225,9 +243,9 @@ impl Audience {
         }
     }
 
-    pub(crate) fn touched(&mut self, profile: ProfileId, code: u16, traits: bool) {
+    pub(crate) fn touched(&mut self, profile: ProfileId, touch: Touch) {
         if self.tracking && !self.segments.is_empty() {
-            self.dirty.push((profile, code, traits));
+            self.dirty.push((profile, touch));
         }
     }
 
@@ -426,10 +444,11 @@ impl TenantState {
             .audience
             .tags
             .iter()
-            .filter_map(|tag| Some(Segment::rule(tag, check(tag.condition.as_deref()?, "rule tag", tag.id))))
+            .filter_map(|tag| Some(Segment::rule(self, tag, check(tag.condition.as_deref()?, "rule tag", tag.id))))
             .collect();
         for segment in self.audience.segments.iter().filter(|s| s.rule_tag.is_none()) {
             entries.push(Segment::new(
+                self,
                 segment.record.clone(),
                 check(&segment.record.condition, "segment", segment.record.id),
             ));
@@ -472,7 +491,68 @@ impl TenantState {
         if let Some(known) = siyu_model::EventType::parse(name) {
             return Some(known.code());
         }
-        self.custom_types.get(name).map(|i| siyu_model::event_type::FIRST_CUSTOM_CODE + i as u16)
+        self.custom_types.get(name).map(|i| FIRST_CUSTOM_CODE + i as u16)
+    }
+
+    /// The code of an event kind, if any event of it was seen (custom types get theirs then).
+    pub(crate) fn type_code_of_kind(&self, kind: &EventKind) -> Option<u16> {
+        match kind {
+            EventKind::Known(known) => Some(known.code()),
+            EventKind::Custom(name) => self.custom_types.get(name).map(|i| FIRST_CUSTOM_CODE + i as u16),
+        }
+    }
+
+    /// The event types whose arrival can change a condition with these dependencies, under the
+    /// tenant's scoring rules: a profile field through the events its score reads (weights for
+    /// the tier, relationship events for reachability, orders for RFM …), an aggregate through
+    /// its own type. Time passing and other profiles (RFM means) are the sweep's business.
+    fn triggers(&self, deps: &Dependencies) -> Triggers {
+        let first_unknown = FIRST_CUSTOM_CODE + self.custom_types.len() as u16;
+        let mut triggers = Triggers { first_unknown, ..Triggers::default() };
+        let rules = &self.rules;
+        let codes = (0..FIRST_CUSTOM_CODE).chain((0..self.custom_types.len()).map(|i| FIRST_CUSTOM_CODE + i as u16));
+        let codes: Vec<u16> = codes.collect();
+        let add_where = |triggers: &mut Triggers, test: &dyn Fn(u16) -> bool| {
+            for &code in codes.iter().filter(|c| test(**c)) {
+                triggers.add(code);
+            }
+        };
+        let relationship = |code: u16| RELATIONSHIP_TYPES.iter().any(|t| t.code() == code);
+        let order = |code: u16| ORDER_TYPES.iter().any(|t| t.code() == code);
+        let weighted = |code: u16| rules.weight(code) != 0.0;
+        for field in &deps.fields {
+            match field {
+                ProfileField::Tier | ProfileField::Affinity => add_where(&mut triggers, &weighted),
+                ProfileField::Reachable => add_where(&mut triggers, &relationship),
+                ProfileField::PoolStage => {
+                    add_where(&mut triggers, &|c| weighted(c) || relationship(c) || order(c) || rules.is_engagement(c))
+                }
+                ProfileField::Ownership => {
+                    add_where(&mut triggers, &|c| relationship(c) || order(c) || rules.is_two_way(c))
+                }
+                ProfileField::Rfm
+                | ProfileField::Orders365d
+                | ProfileField::NetRevenue
+                | ProfileField::PaidOrders
+                | ProfileField::RefundedOrders
+                | ProfileField::NetPaidOrders => add_where(&mut triggers, &order),
+                ProfileField::EventCount
+                | ProfileField::FirstSeen
+                | ProfileField::LastSeen
+                | ProfileField::Channel
+                | ProfileField::Account => triggers.every = true,
+            }
+        }
+        // Any event may bring a new identity.
+        triggers.every |= !deps.identity_kinds.is_empty();
+        for name in &deps.event_types {
+            match self.type_code_of(name) {
+                Some(code) => triggers.add(code),
+                // A custom type not seen yet gets its code with its first event: watch them all.
+                None => triggers.every = true,
+            }
+        }
+        triggers
     }
 
     fn means_at(&mut self, t: Millis, refresh: bool) -> RfmMeans {
@@ -501,33 +581,35 @@ impl TenantState {
     fn evaluate_entry(&mut self, index: usize, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
         let needs_means = self.audience.segments[index].deps.tenant_wide;
         let means = self.means_at(t, needs_means);
-        let placeholder = Segment::new(self.audience.segments[index].record.clone(), Err(String::new()));
-        let mut segment = std::mem::replace(&mut self.audience.segments[index], placeholder);
-        let mut flips = Vec::new();
-        {
-            let evaluator = Evaluator::new(self, t, &means);
-            for profile in 1..=self.profile_count_including_merged() as ProfileId {
-                let member = segment.condition.as_ref().is_some_and(|c| evaluator.matches(c, profile));
-                if segment.members.set(profile, member) {
-                    flips.push((profile, member));
-                }
-            }
-        }
+        // Taken out while the state is read (and its tags written), put back below.
+        let mut segments = std::mem::take(&mut self.audience.segments);
+        let segment = &mut segments[index];
+        let selected = match &segment.condition {
+            Some(condition) => Evaluator::new(self, t, &means).select(condition),
+            None => Members::default(),
+        };
+        let mut flips: Vec<(ProfileId, bool)> = segment.members.and_not(&selected).iter().map(|p| (p, false)).collect();
+        flips.extend(selected.and_not(&segment.members).iter().map(|p| (p, true)));
+        flips.sort_unstable();
+        segment.members = selected;
         let mut changes = Vec::new();
-        if let Some(tag) = segment.rule_tag {
-            let mut changed = FxHashSet::default();
-            for &(profile, member) in &flips {
-                if self.set_rule_tag(tag, profile, member, t, seq) {
-                    changed.insert(profile);
+        match segment.rule_tag {
+            Some(tag) => {
+                let mut changed = FxHashSet::default();
+                for &(profile, member) in &flips {
+                    if self.set_rule_tag(tag, profile, member, t, seq) {
+                        changed.insert(profile);
+                    }
+                }
+                self.audience.segments = segments;
+                if !changed.is_empty() {
+                    changes = self.refresh_entries(index + 1, &[], &mut changed, t, seq);
                 }
             }
-            self.audience.segments[index] = segment;
-            if !changed.is_empty() {
-                changes = self.refresh_entries(index + 1, &[], &mut changed, t, seq);
+            None => {
+                changes = flips.iter().map(|&(profile, member)| change(segment, profile, member, t, seq)).collect();
+                self.audience.segments = segments;
             }
-        } else {
-            changes = flips.iter().map(|&(profile, member)| change(&segment, profile, member, t, seq)).collect();
-            self.audience.segments[index] = segment;
         }
         changes
     }
@@ -575,92 +657,79 @@ impl TenantState {
         changed
     }
 
-    /// Re-evaluates, for the entries from `from` on (in order), the dirty profiles their events
-    /// can affect and the profiles whose tags changed (for entries reading tags). Rule tags that
-    /// change a profile's tags add it to `tag_changed`, so later entries see the change.
+    /// Re-evaluates, for the entries from `from` on (in order), the touched profiles their
+    /// conditions can depend on and the profiles whose tags changed (for entries reading tags).
+    /// Rule tags that change a profile's tags add it to `tag_changed`, so later entries see the
+    /// change.
     fn refresh_entries(
         &mut self,
         from: usize,
-        dirty: &[(ProfileId, u16, bool)],
+        dirty: &[(ProfileId, Touch)],
         tag_changed: &mut FxHashSet<ProfileId>,
         t: Millis,
         seq: Option<Seq>,
     ) -> Vec<MembershipChange> {
         let means = self.means_at(t, false);
         let mut changes = Vec::new();
-        for index in from..self.audience.segments.len() {
-            let placeholder = Segment::new(self.audience.segments[index].record.clone(), Err(String::new()));
-            let mut segment = std::mem::replace(&mut self.audience.segments[index], placeholder);
-            let mut flips = Vec::new();
-            if let Some(condition) = &segment.condition {
-                let evaluator = Evaluator::new(self, t, &means);
-                let reads_tags = !segment.deps.tags.is_empty();
-                for &(profile, code, traits) in dirty {
-                    let merged = code == u16::MAX;
-                    let stale = segment.rule_tag.is_some_and(|tag| {
-                        // A merge may have brought the tag over from the merged-away profile.
-                        self.profile(profile).is_some_and(|p| p.tags.binary_search(&tag).is_ok())
-                            != segment.members.contains(profile)
-                    });
-                    let relevant = merged
-                        || stale
-                        || segment.affected_by(self.type_name(code), traits)
-                        || (reads_tags && tag_changed.contains(&profile));
-                    if !relevant {
-                        continue;
-                    }
-                    let member = !merged && evaluator.matches(condition, profile);
-                    if segment.members.set(profile, member) || stale {
-                        flips.push((profile, member));
-                    }
-                }
-                if reads_tags {
-                    for &profile in tag_changed.iter() {
-                        if dirty.iter().any(|d| d.0 == profile) {
-                            continue;
-                        }
-                        let member = evaluator.matches(condition, profile);
-                        if segment.members.set(profile, member) {
-                            flips.push((profile, member));
-                        }
-                    }
+        let mut segments = std::mem::take(&mut self.audience.segments);
+        let mut due: Vec<ProfileId> = Vec::new();
+        let mut flips: Vec<(ProfileId, bool)> = Vec::new();
+        for segment in &mut segments[from..] {
+            let Some(condition) = &segment.condition else { continue };
+            due.clear();
+            due.extend(dirty.iter().filter(|(_, touch)| segment.touched_by(*touch)).map(|(profile, _)| *profile));
+            if !segment.deps.tags.is_empty() {
+                due.extend(tag_changed.iter().copied());
+            }
+            if due.is_empty() {
+                continue;
+            }
+            due.sort_unstable();
+            due.dedup();
+            flips.clear();
+            let evaluator = Evaluator::new(self, t, &means);
+            for &profile in &due {
+                let member = evaluator.matches(condition, profile);
+                let changed = segment.members.set(profile, member);
+                // A merge may have brought a rule tag over from the merged-away profile.
+                let carries = |tag: u32| self.profile(profile).is_some_and(|p| p.tags.binary_search(&tag).is_ok());
+                if changed || segment.rule_tag.is_some_and(|tag| carries(tag) != member) {
+                    flips.push((profile, member));
                 }
             }
             match segment.rule_tag {
                 Some(tag) => {
-                    for (profile, member) in flips {
+                    for &(profile, member) in &flips {
                         if self.set_rule_tag(tag, profile, member, t, seq) {
                             tag_changed.insert(profile);
                         }
                     }
                 }
-                None => changes.extend(flips.into_iter().map(|(p, m)| change(&segment, p, m, t, seq))),
+                None => changes.extend(flips.iter().map(|&(p, m)| change(segment, p, m, t, seq))),
             }
-            self.audience.segments[index] = segment;
         }
+        self.audience.segments = segments;
         changes
     }
 
     /// Keeps memberships current after events were applied: re-evaluates the touched profiles
     /// for the segments (and rule tags) their events can affect, and removes merged-away profiles.
     pub fn refresh_audience(&mut self, t: Millis) -> Vec<MembershipChange> {
-        if self.audience.segments.is_empty() {
-            self.audience.dirty.clear();
-            self.audience.merges_seen = self.merges.len();
-            return Vec::new();
-        }
         let mut dirty = std::mem::take(&mut self.audience.dirty);
         for merge in &self.merges[self.audience.merges_seen.min(self.merges.len())..] {
-            dirty.push((merge.merged, u16::MAX, true));
+            dirty.push((merge.merged, Touch::MergedAway));
+            dirty.push((merge.survivor, Touch::Absorbed));
         }
         self.audience.merges_seen = self.merges.len();
-        if dirty.is_empty() {
-            return Vec::new();
-        }
-        let seq = Some(self.applied_seq);
-        let changes = self.refresh_entries(0, &dirty, &mut FxHashSet::default(), t, seq);
+        let changes = if dirty.is_empty() || self.audience.segments.is_empty() {
+            Vec::new()
+        } else {
+            let seq = Some(self.applied_seq);
+            self.refresh_entries(0, &dirty, &mut FxHashSet::default(), t, seq)
+        };
+        // Handed back empty, so its allocation is reused.
+        dirty.clear();
         self.audience.dirty = dirty;
-        self.audience.dirty.clear();
         changes
     }
 
@@ -716,20 +785,6 @@ pub fn cst_day(t: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn members_set_iterate_and_count() {
-        let mut m = Members::default();
-        assert!(m.set(3, true));
-        assert!(!m.set(3, true));
-        assert!(m.set(130, true));
-        assert!(!m.set(999, false));
-        assert_eq!(m.iter().collect::<Vec<_>>(), vec![3, 130]);
-        assert_eq!(m.size(), 2);
-        assert!(m.set(3, false));
-        assert!(!m.contains(3) && m.contains(130));
-        assert_eq!(m.size(), 1);
-    }
 
     #[test]
     fn rules_are_ordered_and_cycles_named() {

@@ -5,6 +5,7 @@
 pub mod audience;
 pub mod intern;
 pub mod keys;
+pub mod members;
 pub mod metrics;
 pub mod query;
 pub mod slab;

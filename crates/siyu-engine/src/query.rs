@@ -277,7 +277,7 @@ impl TenantState {
             event_count: profile.facts.len() as u32,
             first_touch: touch_view(self, &state.first_touch),
             last_touch: touch_view(self, &state.last_touch),
-            channels: channels_of(profile.channels),
+            channels: channels_of(profile.state.channels),
             traits: profile.traits.as_ref().map(|t| serde_json::Value::Object((**t).clone())).unwrap_or_default(),
             as_of: t.to_rfc3339(),
         })
@@ -290,7 +290,7 @@ impl TenantState {
             && filter.ownership.is_none_or(|o| scores.ownership == o)
             && filter.reachable.is_none_or(|r| scores.reachable == r)
             && filter.rfm.is_none_or(|g| scores.rfm.is_some_and(|input| means.group(&input) == g))
-            && filter.channel.is_none_or(|c| profile.channels & (1 << c.code()) != 0)
+            && filter.channel.is_none_or(|c| profile.state.channels & (1 << c.code()) != 0)
             && filter.tag.as_ref().is_none_or(|tag| {
                 let real = self.audience.tag_id(tag).is_some_and(|id| profile.tags.binary_search(&id).is_ok());
                 real || profile
@@ -358,7 +358,7 @@ impl TenantState {
                 rfm[means.group(&input) as usize] += 1;
             }
             for c in Channel::ALL {
-                if profile.channels & (1 << c.code()) != 0 {
+                if profile.state.channels & (1 << c.code()) != 0 {
                     channels[c as usize] += 1;
                 }
             }

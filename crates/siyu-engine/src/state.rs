@@ -8,11 +8,13 @@ use rustc_hash::FxHashMap;
 use siyu_model::event_type::FIRST_CUSTOM_CODE;
 use siyu_model::score::{ProfileFacts, RfmMeans};
 use siyu_model::{
-    Channel, Event, Fact, Identity, IdentityKind, Millis, ProfileId, ProfileScores, ScoringRules, Seq, TenantId,
-    TenantSettings,
+    Channel, Event, Fact, Identity, IdentityKind, Millis, ProfileId, ProfileScores, ProfileSummary, ScoringRules, Seq,
+    TenantId, TenantSettings,
 };
 
+use crate::audience::Touch;
 use crate::intern::Interner;
+use crate::members::Members;
 use crate::slab::Slab;
 
 /// One identity of an event, borrowed: as decoded from a log row or taken from an [`Event`].
@@ -86,8 +88,6 @@ pub struct Profile {
     pub traits: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     /// Profiles merged into this one (directly).
     pub absorbed: Vec<ProfileId>,
-    /// Channels the person has events on, as a bitmask of `Channel::code()`.
-    pub channels: u16,
     /// The tags the person carries (manual and imported), as sorted tag ids.
     pub tags: Vec<u32>,
 }
@@ -159,6 +159,11 @@ pub struct TenantState {
     identity_index: FxHashMap<Box<str>, ProfileId>,
     /// Index 0 is unused so that a `ProfileId` indexes directly.
     profiles: Slab<Profile>,
+    /// `profiles[id].state.summary(rules)` for every id, dense: what segment scans read instead of
+    /// the (much larger, pointer-rich) profiles. Kept current wherever a profile's facts change.
+    summaries: Vec<ProfileSummary>,
+    /// The live (not merged-away) profiles.
+    live: Members,
     pub merges: Vec<MergeRecord>,
     pub refusals: Vec<RefusedMerge>,
     pub refusal_count: u64,
@@ -197,6 +202,8 @@ impl TenantState {
             custom_types: Interner::new(),
             identity_index: FxHashMap::default(),
             profiles: std::iter::once(Profile::default()).collect(),
+            summaries: vec![ProfileSummary::default()],
+            live: Members::default(),
             merges: Vec::new(),
             refusals: Vec::new(),
             refusal_count: 0,
@@ -211,9 +218,19 @@ impl TenantState {
         self.profiles.get_mut(id as usize).filter(|_| id != 0)
     }
 
-    /// Every profile id ever created, merged ones included, in creation order.
+    /// The live profiles' ids, in creation order.
     pub fn profile_ids(&self) -> impl Iterator<Item = ProfileId> + '_ {
-        (1..self.profiles.len() as ProfileId).filter(|id| self.profiles[*id as usize].merged_into.is_none())
+        self.live.iter()
+    }
+
+    /// The live profiles.
+    pub fn live(&self) -> &Members {
+        &self.live
+    }
+
+    /// The summary of a profile's fold (of a merged-away one: as it was when merged).
+    pub fn profile_summary(&self, id: ProfileId) -> Option<&ProfileSummary> {
+        self.summaries.get(id as usize).filter(|_| id != 0)
     }
 
     pub fn profile_count_including_merged(&self) -> usize {
@@ -313,10 +330,15 @@ impl TenantState {
         let rules = &self.rules;
         let profile = &mut self.profiles[outcome.profile as usize];
         insert_fact(profile, fact, rules);
+        self.summaries[outcome.profile as usize] = profile.state.summary(rules);
         if let Some(traits) = event.traits {
             merge_traits(profile, traits);
         }
-        self.audience.touched(outcome.profile, code, event.traits.is_some());
+        let touch = match outcome.created {
+            true => Touch::Created,
+            false => Touch::Event { code, traits: event.traits.is_some() },
+        };
+        self.audience.touched(outcome.profile, touch);
         outcome
     }
 
@@ -383,6 +405,8 @@ impl TenantState {
     fn create_profile(&mut self, seq: Seq) -> ProfileId {
         let id = self.profiles.len() as ProfileId;
         self.profiles.push(Profile { created_seq: seq, ..Profile::default() });
+        self.summaries.push(ProfileSummary::default());
+        self.live.set(id, true);
         self.live_profiles += 1;
         id
     }
@@ -487,7 +511,7 @@ impl TenantState {
         target.identities.extend(taken.identities);
         target.facts = merge_sorted(std::mem::take(&mut target.facts), taken.facts);
         target.state = refold(&target.facts, rules);
-        target.channels |= taken.channels;
+        self.summaries[survivor as usize] = target.state.summary(rules);
         for tag in taken.tags {
             if let Err(at) = target.tags.binary_search(&tag) {
                 target.tags.insert(at, tag);
@@ -504,6 +528,7 @@ impl TenantState {
         let placeholder = &mut self.profiles[merged as usize];
         placeholder.merged_into = Some(survivor);
         placeholder.created_seq = taken.created_seq;
+        self.live.set(merged, false);
         self.live_profiles -= 1;
         self.merges.push(MergeRecord {
             survivor,
@@ -531,12 +556,10 @@ impl TenantState {
     /// The buyers' RFM means at `t`, over every live profile.
     pub fn rfm_means(&self, t: Millis) -> RfmMeans {
         let inputs: Vec<_> = self
-            .profile_ids()
-            .filter_map(|id| {
-                let p = &self.profiles[id as usize];
-                p.state.last_paid?;
-                siyu_model::score::rfm_input(&p.facts, t, &self.rules)
-            })
+            .live
+            .iter()
+            .filter(|id| self.summaries[*id as usize].is_buyer_at(t, &self.rules))
+            .filter_map(|id| siyu_model::score::rfm_input(&self.profiles[id as usize].facts, t, &self.rules))
             .collect();
         RfmMeans::from_inputs(&inputs)
     }
@@ -565,7 +588,6 @@ fn refold(facts: &[Fact], rules: &ScoringRules) -> ProfileFacts {
 }
 
 fn insert_fact(profile: &mut Profile, fact: Fact, rules: &ScoringRules) {
-    profile.channels |= 1 << fact.channel.code();
     let in_order = profile.facts.last().is_none_or(|last| last.order_key() <= fact.order_key());
     if in_order {
         profile.facts.push(fact);

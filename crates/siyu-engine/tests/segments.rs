@@ -1,20 +1,21 @@
-//! Property test of the fast condition evaluator (`audience::eval`): for random event histories
-//! (with merges, amounts, properties, two channels and accounts) and random conditions, every
-//! profile's membership equals the reference evaluator `condition::naive`, fed the same profile's
-//! scores and its events as plain data.
+//! Property tests of segments and rule tags: for random event histories (with merges, amounts,
+//! properties, two channels and accounts, events after the evaluation time) and random
+//! conditions, the fast evaluator — one profile at a time and over every profile at once — and
+//! the memberships kept incrementally, event by event, all equal the reference evaluator
+//! `condition::naive`, fed the same profile's scores and its events as plain data.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::value::RawValue;
-use siyu_engine::audience::Evaluator;
+use siyu_engine::audience::{Evaluator, Members, Segment};
 use siyu_engine::TenantState;
 use siyu_model::condition::{compile, evaluate, PlainEventWithProps, ProfileSnapshot, Schema};
 use siyu_model::event::EventKind;
 use siyu_model::score::RfmMeans;
 use siyu_model::time::DAY;
 use siyu_model::{Channel, Event, EventType, Fen, Identity, Millis, TenantId, TenantSettings};
-use siyu_store::{TagOp, TagRecord};
+use siyu_store::{SegmentRecord, TagOp, TagRecord};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01
 const TYPES: [EventType; 8] = [
@@ -31,7 +32,9 @@ const TYPES: [EventType; 8] = [
 #[derive(Debug, Clone)]
 struct Spec {
     person: usize,
-    with_phone: bool,
+    /// 0: the user id, 1: the user id and the phone, 2: the phone alone (so that two profiles
+    /// of one person exist until an event names both, and merge).
+    identities: u8,
     kind: usize,
     account: u8,
     day: i64,
@@ -40,10 +43,10 @@ struct Spec {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (0..5usize, any::<bool>(), 0..TYPES.len(), 0..2u8, 0..120i64, 1..50_000i64, 0..3u8).prop_map(
-        |(person, with_phone, kind, account, day, amount_fen, sku)| Spec {
+    (0..5usize, 0..3u8, 0..TYPES.len(), 0..2u8, 0..120i64, 1..50_000i64, 0..3u8).prop_map(
+        |(person, identities, kind, account, day, amount_fen, sku)| Spec {
             person,
-            with_phone,
+            identities,
             kind,
             account,
             day,
@@ -54,7 +57,7 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 /// Atoms over every kind of term the evaluator handles.
-const ATOMS: [&str; 22] = [
+const ATOMS: [&str; 33] = [
     "count(live_watch, 7d) >= 2",
     "count(order_paid, all) >= 1",
     "count(order_paid, 30d) = 0",
@@ -69,7 +72,18 @@ const ATOMS: [&str; 22] = [
     "first_seen before 60d ago",
     "last_seen within 10d",
     "tier >= warm_fan",
+    "tier = passerby",
+    "tier < true_fan",
+    "tier > passerby",
+    "tier <= warm_fan",
+    "tier in (none, true_fan)",
+    "affinity >= 12.5",
     "pool_stage = main_base",
+    "pool_stage in (reservoir, incentive)",
+    "ownership = L1",
+    "orders_365d >= 2",
+    "net_paid_orders = 1 or paid_orders >= 3",
+    "channel in (douyin, wecom) and channel != douyin",
     "ownership in (L2, L3)",
     "reachable",
     "rfm in (重要价值, 一般发展)",
@@ -104,10 +118,13 @@ fn build(specs: &[Spec]) -> Vec<Event> {
         .enumerate()
         .map(|(i, s)| {
             let kind = TYPES[s.kind];
-            let mut identities = vec![Identity::parse("user_id", &format!("u{}", s.person)).unwrap()];
-            if s.with_phone {
-                identities.push(Identity::parse("phone", &format!("1380013{:04}", s.person)).unwrap());
-            }
+            let user = Identity::parse("user_id", &format!("u{}", s.person)).unwrap();
+            let phone = Identity::parse("phone", &format!("1380013{:04}", s.person)).unwrap();
+            let identities = match s.identities {
+                0 => vec![user],
+                1 => vec![user, phone],
+                _ => vec![phone],
+            };
             let ts = Millis(T0 + s.day * DAY + i as i64 * 1000);
             let sku = ["A1", "B2", "C3"][s.sku as usize];
             Event {
@@ -154,15 +171,99 @@ proptest! {
         let evaluator = Evaluator::new(&state, t, &means);
         for text in &conditions {
             let condition = compile(text, &schema).unwrap_or_else(|e| panic!("{text}: {e:?}"));
-            for (id, plain) in &by_profile {
-                let profile = state.profile(*id).unwrap();
-                let tags = profile.tags.iter().map(|_| "vip".to_string()).collect();
-                let snapshot = snapshot_at(&state, *id, t, &means, plain, tags);
-                let expected = evaluate(&condition, &snapshot, plain, t);
-                prop_assert_eq!(evaluator.matches(&condition, *id), expected, "{} on profile {}", text, id);
+            let reordered = siyu_engine::audience::cheapest_first(&condition);
+            let expected = reference_members(&state, &by_profile, &condition, t, &means);
+            let mut one_by_one = Members::default();
+            for id in by_profile.keys() {
+                let member = evaluator.matches(&condition, *id);
+                prop_assert_eq!(member, evaluator.matches(&reordered, *id), "{} reordered, profile {}", text, id);
+                one_by_one.set(*id, member);
             }
+            prop_assert_eq!(&one_by_one, &expected, "{}: one profile at a time", text);
+            prop_assert_eq!(&evaluator.select(&condition), &expected, "{}: every profile at once", text);
+            prop_assert_eq!(&evaluator.select(&reordered), &expected, "{}: reordered, at once", text);
         }
     }
+
+    /// Segments installed before the events, kept current event by event (and after a manual
+    /// tag), equal a full evaluation and the reference at the end; so do those the RFM means
+    /// make tenant-wide, once the sweep regraded them.
+    #[test]
+    fn incremental_memberships_equal_full_evaluation(specs in prop::collection::vec(spec(), 1..40), conditions in prop::collection::vec(condition(), 1..6), vip in 0..5usize, at_day in 60..150i64, tag_at in 0..40usize) {
+        let events = build(&specs);
+        let t = Millis(T0 + at_day * DAY);
+        let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+        state.audience.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
+        state.finish_replay(t);
+        state.watch_properties(&["view", "order_paid"]);
+        let schema = Schema { tags: ["vip".to_string()].into(), ..Schema::default() };
+        for (i, text) in conditions.iter().enumerate() {
+            let record = SegmentRecord { id: i as i64 + 1, name: format!("s{i}"), condition: text.clone(), created_at: Millis(0), updated_at: Millis(0) };
+            let segment = Segment::new(&state, record, compile(text, &schema).map_err(|e| format!("{e:?}")));
+            state.audience.segments.push(segment);
+            state.evaluate_segment(i as i64 + 1, t, None);
+        }
+        for (i, event) in events.iter().enumerate() {
+            state.apply(i as i64 + 1, event);
+            state.refresh_audience(t);
+            if i == tag_at.min(events.len() - 1) {
+                if let Some(profile) = state.apply_tag_op(vip_op(vip, i as i64 + 1)) {
+                    state.refresh_tags_for_test(&[profile], t);
+                }
+            }
+        }
+        let by_profile = plain_events_by_profile(&state, &events);
+        let check = |state: &TenantState, tenant_wide: bool| -> Result<(), TestCaseError> {
+            let means = state.rfm_means(t);
+            for (i, text) in conditions.iter().enumerate() {
+                let segment = state.audience.segment(i as i64 + 1).unwrap();
+                if segment.deps.tenant_wide != tenant_wide {
+                    continue;
+                }
+                let condition = compile(text, &schema).unwrap();
+                let expected = reference_members(state, &by_profile, &condition, t, &means);
+                prop_assert_eq!(&segment.members, &expected, "{}: kept incrementally", text);
+                prop_assert_eq!(&Evaluator::new(state, t, &means).select(&condition), &expected, "{}: in full", text);
+            }
+            Ok(())
+        };
+        check(&state, false)?;
+        state.sweep_audience(t);
+        check(&state, true)?;
+        check(&state, false)?;
+    }
+}
+
+fn vip_op(vip: usize, after: i64) -> TagOp {
+    TagOp {
+        op_id: 1,
+        tag_id: 1,
+        profile_id: 0,
+        identity_kind: "user_id".into(),
+        identity_value: format!("u{vip}"),
+        add: true,
+        actor: "test".into(),
+        after_seq: after,
+        at: Millis(0),
+    }
+}
+
+/// The live profiles the reference evaluator puts in `condition` at `t`.
+fn reference_members(
+    state: &TenantState,
+    by_profile: &BTreeMap<u32, Vec<PlainEventWithProps>>,
+    condition: &siyu_model::condition::Condition,
+    t: Millis,
+    means: &RfmMeans,
+) -> Members {
+    let mut members = Members::default();
+    for (id, plain) in by_profile {
+        let profile = state.profile(*id).unwrap();
+        let tags = profile.tags.iter().map(|_| "vip".to_string()).collect();
+        let snapshot = snapshot_at(state, *id, t, means, plain, tags);
+        members.set(*id, evaluate(condition, &snapshot, plain, t));
+    }
+    members
 }
 
 /// Rule tags read by a condition in the property test below, in dependency order.
@@ -189,15 +290,11 @@ proptest! {
         }
         state.audience.set_tags(tags);
         state.finish_replay(t);
-        let vip_op = |after: i64| TagOp {
-            op_id: 1, tag_id: 1, profile_id: 0, identity_kind: "user_id".into(), identity_value: format!("u{vip}"),
-            add: true, actor: "test".into(), after_seq: after, at: Millis(0),
-        };
         for (i, event) in events.iter().enumerate() {
             state.apply(i as i64 + 1, event);
             state.refresh_audience(t);
             if i == tag_at.min(events.len() - 1) {
-                if let Some(profile) = state.apply_tag_op(vip_op(i as i64 + 1)) {
+                if let Some(profile) = state.apply_tag_op(vip_op(vip, i as i64 + 1)) {
                     state.refresh_tags_for_test(&[profile], t);
                 }
             }
@@ -230,6 +327,7 @@ fn plain_events_by_profile(state: &TenantState, events: &[Event]) -> BTreeMap<u3
     let mut by_profile: BTreeMap<u32, Vec<PlainEventWithProps>> = BTreeMap::new();
     for event in events {
         let id = state.lookup(&event.identities[0]).expect("linked");
+        let id = state.resolve(id).expect("live");
         by_profile.entry(id).or_default().push(PlainEventWithProps {
             event_type: event.kind.as_str().to_string(),
             ts: event.timestamp,

@@ -152,7 +152,7 @@ pub struct ScoringRules {
     weights: Vec<f64>,
     engagement: Vec<bool>,
     two_way: Vec<bool>,
-    half_life_ms: f64,
+    pub half_life_ms: f64,
 }
 
 impl ScoringRules {
@@ -190,11 +190,11 @@ impl ScoringRules {
         self.weights.get(code as usize).copied().unwrap_or(0.0)
     }
 
-    fn is_engagement(&self, code: u16) -> bool {
+    pub fn is_engagement(&self, code: u16) -> bool {
         self.engagement.get(code as usize).copied().unwrap_or(false)
     }
 
-    fn is_two_way(&self, code: u16) -> bool {
+    pub fn is_two_way(&self, code: u16) -> bool {
         self.two_way.get(code as usize).copied().unwrap_or(false)
     }
 
@@ -274,6 +274,8 @@ pub struct ProfileFacts {
     pub last_paid: Option<Millis>,
     pub first_touch: Touch,
     pub last_touch: Touch,
+    /// Channels the folded facts are on, as a bitmask of [`Channel::code`].
+    pub channels: u16,
 }
 
 /// What a [`Switch`] is about.
@@ -317,6 +319,7 @@ impl ProfileFacts {
         }
         self.last_ts = fact.ts;
         self.event_count += 1;
+        self.channels |= 1 << fact.channel.code();
         if rules.is_engagement(fact.code) {
             self.last_engagement = Some(fact.ts);
         }
@@ -417,58 +420,211 @@ impl ProfileFacts {
         self.paid_orders.saturating_sub(self.refunded_orders)
     }
 
+    /// The fold's compact summary: everything the scores at a later time need except the RFM
+    /// window (which reads the facts).
+    pub fn summary(&self, rules: &ScoringRules) -> ProfileSummary {
+        let never = |at: Option<Millis>| at.unwrap_or(NEVER);
+        let affinity = if self.event_count == 0 { 0.0 } else { self.affinity_at_last };
+        ProfileSummary {
+            affinity_at_last: affinity,
+            warm_until: reaches_until(affinity, self.last_ts, rules.config.warm_fan_min, rules),
+            true_until: reaches_until(affinity, self.last_ts, rules.config.true_fan_min, rules),
+            last_ts: self.last_ts,
+            first_ts: self.first_ts,
+            last_engagement: never(self.last_engagement),
+            last_two_way: never(self.last_two_way),
+            last_paid: never(self.last_paid),
+            net_revenue: Fen(self.paid.0 - self.refunded.0),
+            paid_orders: self.paid_orders,
+            refunded_orders: self.refunded_orders,
+            event_count: self.event_count,
+            channels: self.channels,
+            reachable: self.reachable(),
+        }
+    }
+
     /// Evaluates every per-profile score at `t`. `facts` is the profile's sorted fact list (used
     /// only for the RFM window); `self` must be the fold of exactly the facts with `ts <= t`.
     pub fn scores_at(&self, facts: &[Fact], t: Millis, rules: &ScoringRules) -> ProfileScores {
+        let summary = self.summary(rules);
+        let raw = summary.affinity_raw_at(t, rules);
+        let rfm = summary.rfm_input(facts, t, rules);
+        ProfileScores {
+            affinity: round2(raw.max(0.0)),
+            affinity_raw: raw,
+            tier: summary.tier_at(t, rules),
+            reachable: summary.reachable,
+            pool_stage: summary.pool_stage_at(t, rules),
+            ownership: summary.ownership_at(t, rules),
+            net_paid_orders: summary.net_paid_orders(),
+            paid_orders: self.paid_orders,
+            refunded_orders: self.refunded_orders,
+            net_revenue: summary.net_revenue,
+            orders_365d: rfm.map(|r| r.frequency).unwrap_or(0),
+            rfm,
+        }
+    }
+}
+
+/// "No such event" in a [`ProfileSummary`]: earlier than every window start, so a window test
+/// on it is simply false.
+const NEVER: Millis = Millis(i64::MIN);
+
+/// The last time at which an affinity of `affinity` at `last_ts` is still at least `threshold`
+/// (`NEVER` when it is not even at `last_ts`): `last_ts + H·log2(affinity / threshold)`. Float
+/// error in it is far below a millisecond; [`ProfileSummary::reaches`] decides exactly near it.
+fn reaches_until(affinity: f64, last_ts: Millis, threshold: f64, rules: &ScoringRules) -> Millis {
+    if !(affinity >= threshold && threshold > 0.0) {
+        return NEVER;
+    }
+    let horizon = rules.half_life_ms * (affinity / threshold).log2();
+    Millis(last_ts.0.saturating_add(horizon.min(i64::MAX as f64 / 4.0) as i64))
+}
+
+/// What the scores of one profile at a time `t` at or after its last event depend on, in 88
+/// bytes: the fold without its per-account relationship list (only whether one is on) and its
+/// touches. Segment evaluation keeps one per profile in a dense array and scans it; the scores
+/// themselves are computed from it ([`ProfileFacts::scores_at`]), so the two cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileSummary {
+    /// Affinity (unrounded) at `last_ts`; 0 without events.
+    pub affinity_at_last: f64,
+    /// Until when the affinity stays at least the 好感粉 / 真爱粉 threshold: the tier then takes
+    /// two integer comparisons instead of an `exp`.
+    warm_until: Millis,
+    true_until: Millis,
+    pub last_ts: Millis,
+    pub first_ts: Millis,
+    last_engagement: Millis,
+    last_two_way: Millis,
+    last_paid: Millis,
+    pub net_revenue: Fen,
+    pub paid_orders: u32,
+    pub refunded_orders: u32,
+    pub event_count: u32,
+    /// Channels the profile has events on, as a bitmask of [`Channel::code`].
+    pub channels: u16,
+    pub reachable: bool,
+}
+
+impl Default for ProfileSummary {
+    /// The summary of no events.
+    fn default() -> Self {
+        ProfileFacts::default().summary(&ScoringRules::default())
+    }
+}
+
+impl ProfileSummary {
+    pub fn has_channel(&self, channel: Channel) -> bool {
+        self.channels & (1 << channel.code()) != 0
+    }
+
+    /// Affinity (unrounded) at `t >= last_ts`.
+    pub fn affinity_raw_at(&self, t: Millis, rules: &ScoringRules) -> f64 {
+        if self.event_count == 0 {
+            return 0.0;
+        }
+        self.affinity_at_last * rules.decay(t.0 - self.last_ts.0)
+    }
+
+    /// The displayed affinity at `t`: `max(0, score)` rounded to two decimals.
+    pub fn affinity_at(&self, t: Millis, rules: &ScoringRules) -> f64 {
+        round2(self.affinity_raw_at(t, rules).max(0.0))
+    }
+
+    /// The fan tier at `t`: exactly the tier of the affinity at `t` (SPEC §4), decided through
+    /// [`Self::tier_at_least`].
+    pub fn tier_at(&self, t: Millis, rules: &ScoringRules) -> FanTier {
+        [FanTier::TrueFan, FanTier::WarmFan, FanTier::Passerby]
+            .into_iter()
+            .find(|tier| self.tier_at_least(*tier, t, rules))
+            .unwrap_or(FanTier::None)
+    }
+
+    /// Is the tier at `t` at least `tier`? Exactly "the affinity at `t` reaches the tier's
+    /// threshold", but mostly without computing the affinity (an `exp`): the affinity only decays
+    /// after `last_ts`, so it is above a threshold until a time known in advance.
+    pub fn tier_at_least(&self, tier: FanTier, t: Millis, rules: &ScoringRules) -> bool {
         let config = &rules.config;
-        let raw = self.affinity_at(t, rules);
-        let tier = if raw >= config.true_fan_min {
-            FanTier::TrueFan
-        } else if raw >= config.warm_fan_min {
-            FanTier::WarmFan
-        } else if raw > 0.0 {
-            FanTier::Passerby
-        } else {
-            FanTier::None
-        };
-        let reachable = self.reachable();
-        let net_orders = self.net_paid_orders();
-        let within = |last: Option<Millis>, days: f64| last.is_some_and(|ts| ts >= rules.window_start(t, days));
-        let pool_stage = if reachable && (net_orders >= 1 || tier == FanTier::TrueFan) {
+        match tier {
+            FanTier::None => true,
+            FanTier::Passerby => {
+                if self.affinity_at_last <= 0.0 {
+                    return false;
+                }
+                // A positive value above 1e-100 decayed by at most 2^-500 cannot round to 0.
+                let young = t.0.saturating_sub(self.last_ts.0) as f64 <= 500.0 * rules.half_life_ms;
+                (self.affinity_at_last > 1e-100 && young) || self.affinity_raw_at(t, rules) > 0.0
+            }
+            FanTier::WarmFan => self.reaches(self.warm_until, config.warm_fan_min, t, rules),
+            FanTier::TrueFan => self.reaches(self.true_until, config.true_fan_min, t, rules),
+        }
+    }
+
+    /// Is the affinity at `t` at least `threshold`, given it is until `until`? Away from `until`
+    /// the answer is that of the comparison; within 2 ms of it the affinity is computed.
+    fn reaches(&self, until: Millis, threshold: f64, t: Millis, rules: &ScoringRules) -> bool {
+        const BAND: i64 = 2;
+        if until == NEVER {
+            return false;
+        }
+        if t.0 < until.0.saturating_sub(BAND) {
+            return true;
+        }
+        if t.0 > until.0.saturating_add(BAND) {
+            return false;
+        }
+        self.affinity_raw_at(t, rules) >= threshold
+    }
+
+    pub fn net_paid_orders(&self) -> u32 {
+        self.paid_orders.saturating_sub(self.refunded_orders)
+    }
+
+    fn within(&self, last: Millis, t: Millis, days: f64, rules: &ScoringRules) -> bool {
+        last >= rules.window_start(t, days)
+    }
+
+    pub fn pool_stage_at(&self, t: Millis, rules: &ScoringRules) -> PoolStage {
+        let config = &rules.config;
+        if self.reachable && (self.net_paid_orders() >= 1 || self.tier_at_least(FanTier::TrueFan, t, rules)) {
             PoolStage::MainBase
-        } else if reachable {
+        } else if self.reachable {
             PoolStage::Reservoir
-        } else if within(self.last_engagement, config.engagement_window_days) {
+        } else if self.within(self.last_engagement, t, config.engagement_window_days, rules) {
             PoolStage::Incentive
         } else {
             PoolStage::Public
-        };
-        let two_way = within(self.last_two_way, config.two_way_window_days);
-        let recent_order = within(self.last_paid, config.recent_order_window_days);
-        let ownership = if !reachable {
-            Ownership::L0
-        } else if net_orders >= config.owned_min_net_orders || (two_way && recent_order) {
+        }
+    }
+
+    pub fn ownership_at(&self, t: Millis, rules: &ScoringRules) -> Ownership {
+        let config = &rules.config;
+        if !self.reachable {
+            return Ownership::L0;
+        }
+        let two_way = self.within(self.last_two_way, t, config.two_way_window_days, rules);
+        let recent_order = self.within(self.last_paid, t, config.recent_order_window_days, rules);
+        if self.net_paid_orders() >= config.owned_min_net_orders || (two_way && recent_order) {
             Ownership::L3
         } else if two_way {
             Ownership::L2
         } else {
             Ownership::L1
-        };
-        let rfm = rfm_input(facts, t, rules);
-        ProfileScores {
-            affinity: round2(raw.max(0.0)),
-            affinity_raw: raw,
-            tier,
-            reachable,
-            pool_stage,
-            ownership,
-            net_paid_orders: net_orders,
-            paid_orders: self.paid_orders,
-            refunded_orders: self.refunded_orders,
-            net_revenue: Fen(self.paid.0 - self.refunded.0),
-            orders_365d: rfm.map(|r| r.frequency).unwrap_or(0),
-            rfm,
         }
+    }
+
+    /// Was there a paid order inside the RFM window? (Is this profile a buyer at `t`?)
+    pub fn is_buyer_at(&self, t: Millis, rules: &ScoringRules) -> bool {
+        self.within(self.last_paid, t, rules.config.rfm_window_days, rules)
+    }
+
+    /// The RFM inputs at `t` from the profile's sorted `facts`; skips the scan for non-buyers.
+    pub fn rfm_input(&self, facts: &[Fact], t: Millis, rules: &ScoringRules) -> Option<RfmInput> {
+        if !self.is_buyer_at(t, rules) {
+            return None;
+        }
+        rfm_input(facts, t, rules)
     }
 }
 

@@ -75,7 +75,7 @@ fn segment(id: i64, text: &str, state: &TenantState) -> Segment {
     };
     let condition = siyu_model::condition::compile(text, &state.schema()).map_err(|e| format!("{e:?}"));
     assert!(condition.is_ok(), "{text}: {condition:?}");
-    Segment::new(record, condition)
+    Segment::new(state, record, condition)
 }
 
 /// Runs the benchmark over `profiles` synthetic profiles with `events_per_profile` events each.
@@ -152,4 +152,18 @@ fn incremental(state: &mut TenantState, profiles: usize, now: Millis, mut seq: i
         state.refresh_audience(now);
     }
     started.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+#[doc(hidden)]
+pub fn build_for_experiment(profiles: usize, events_per_profile: usize) -> (TenantState, Millis) {
+    let now = Millis::now();
+    let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+    let mut seq = 0;
+    for person in 0..profiles as u64 {
+        for k in 0..events_per_profile as u64 {
+            seq += 1;
+            state.apply(seq, &event(person * 1000 + k, person, now));
+        }
+    }
+    (state, now)
 }

@@ -9,7 +9,7 @@ use siyu_model::{Millis, ProfileId, TenantId};
 use siyu_store::{AudienceKind, MembershipChange, StoreError, TagOp};
 use utoipa::ToSchema;
 
-use super::{cst_day, Evaluator, Segment};
+use super::{cheapest_first, cst_day, Evaluator, Segment};
 use crate::query::{ProfileRef, ProfileRow};
 use crate::state::TenantState;
 use crate::{Engine, EngineError, Result};
@@ -329,7 +329,8 @@ impl Engine {
                 let schema = state.schema();
                 let compiled = compile(record.condition.as_deref().unwrap_or_default(), &schema)
                     .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
-                state.audience.segments.push(Segment::rule(&record, compiled));
+                let entry = Segment::rule(&state, &record, compiled);
+                state.audience.segments.push(entry);
                 state.audience.order();
                 let before = state.audience.property_types.len();
                 let types = state.recount_property_types();
@@ -380,7 +381,7 @@ impl Engine {
             let schema = state.schema();
             let compiled = compile(&canonical, &schema)
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
-            let mut entry = Segment::rule(&record, compiled);
+            let mut entry = Segment::rule(&state, &record, compiled);
             if let Some(old) = state.audience.segments.iter_mut().find(|s| s.rule_tag == Some(id as u32)) {
                 entry.members = std::mem::take(&mut old.members);
                 *old = entry;
@@ -592,17 +593,9 @@ impl Engine {
         let (condition, canonical) = checked(&state, text)?;
         let t = Millis::now();
         let means = state.rfm_means(t);
-        let evaluator = Evaluator::new(&state, t, &means);
-        let mut size = 0;
-        let mut rows = Vec::new();
-        for id in state.profile_ids() {
-            if evaluator.matches(&condition, id) {
-                size += 1;
-                if rows.len() < sample {
-                    rows.extend(row_of(&state, id, t, &means));
-                }
-            }
-        }
+        let members = Evaluator::new(&state, t, &means).select(&cheapest_first(&condition));
+        let size = members.size();
+        let rows = members.iter().take(sample).filter_map(|id| row_of(&state, id, t, &means)).collect();
         let time_dependent = condition.is_time_dependent() || condition.dependencies().tenant_wide;
         Ok(SegmentPreview { condition: canonical, size, sample: rows, time_dependent })
     }
@@ -655,7 +648,7 @@ impl Engine {
             let schema = state.schema();
             let checked = compile(&record.condition, &schema)
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
-            let mut segment = Segment::new(record.clone(), checked);
+            let mut segment = Segment::new(&state, record.clone(), checked);
             if let Some(old) = replaces.and_then(|id| state.audience.segment_index(id)) {
                 segment.members = state.audience.segments[old].members.clone();
                 state.audience.segments[old] = segment;
@@ -906,7 +899,7 @@ fn export_value(state: &TenantState, id: ProfileId, field: &str, t: Millis, mean
         "channels" => Value::from(
             siyu_model::Channel::ALL
                 .iter()
-                .filter(|c| profile.channels & (1 << c.code()) != 0)
+                .filter(|c| profile.state.channels & (1 << c.code()) != 0)
                 .map(|c| c.as_str())
                 .collect::<Vec<_>>()
                 .join("|"),
