@@ -7,7 +7,6 @@
 //! each tag operation right after the event it followed (`after_seq`), and evaluates every
 //! segment at the end, so a rebuild reproduces tags and memberships exactly.
 
-pub mod bench;
 pub mod eval;
 pub mod ops;
 
@@ -83,6 +82,20 @@ pub struct Audience {
     means: Option<RfmMeans>,
     /// Rule-tag operations (actor `rule:<tag id>`) recorded in `tag_ops` but not stored yet.
     unsaved_rule_ops: Vec<TagOp>,
+}
+
+/// An entry of the audience: a segment or a rule tag (their ids are separate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Segment(i64),
+    RuleTag(u32),
+}
+
+/// See [`TenantState::version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateVersion {
+    applied_seq: Seq,
+    tag_ops: usize,
 }
 
 /// What happened to a profile that may change its memberships.
@@ -258,6 +271,31 @@ impl Audience {
         self.segments.iter().position(|s| s.rule_tag.is_none() && s.record.id == id)
     }
 
+    fn entry_index(&self, entry: Entry) -> Option<usize> {
+        match entry {
+            Entry::Segment(id) => self.segment_index(id),
+            Entry::RuleTag(tag) => self.segments.iter().position(|s| s.rule_tag == Some(tag)),
+        }
+    }
+
+    /// Every segment's id and size.
+    pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
+        self.segments.iter().filter(|s| s.rule_tag.is_none()).map(|s| (s.record.id, s.members.size())).collect()
+    }
+
+    /// The entries time (or other profiles, through the RFM means) can change, in evaluation
+    /// order: what the periodic sweep re-evaluates.
+    pub fn swept_entries(&self) -> Vec<Entry> {
+        self.segments
+            .iter()
+            .filter(|s| s.deps.time_dependent || s.deps.tenant_wide)
+            .map(|s| match s.rule_tag {
+                Some(tag) => Entry::RuleTag(tag),
+                None => Entry::Segment(s.record.id),
+            })
+            .collect()
+    }
+
     /// The entry of a rule tag.
     pub fn rule(&self, tag: u32) -> Option<&Segment> {
         self.segments.iter().find(|s| s.rule_tag == Some(tag))
@@ -388,6 +426,55 @@ impl TenantState {
         schema
     }
 
+    /// A live profile at `t` as the reference evaluator (`condition::naive`) reads it: its
+    /// scores as plain fields (RFM graded against `means`) and its events, rebuilt from its
+    /// facts (with the properties the audience keeps, null otherwise). What benchmarks hold the
+    /// fast evaluator against.
+    pub fn reference_view(
+        &self,
+        id: ProfileId,
+        t: Millis,
+        means: &RfmMeans,
+    ) -> Option<(siyu_model::condition::ProfileSnapshot, Vec<siyu_model::condition::PlainEventWithProps>)> {
+        let profile = self.profile(id).filter(|p| p.merged_into.is_none())?;
+        let scores = self.scores_at(id, t)?;
+        let events: Vec<siyu_model::condition::PlainEventWithProps> = profile
+            .facts
+            .iter()
+            .map(|f| siyu_model::condition::PlainEventWithProps {
+                event_type: self.type_name(f.code).to_string(),
+                ts: f.ts,
+                amount: (f.amount.0 != 0).then_some(f.amount),
+                channel: f.channel,
+                account: self.accounts.name(f.account).to_string(),
+                properties: self.audience.properties(f.seq).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let past: Vec<&siyu_model::condition::PlainEventWithProps> = events.iter().filter(|e| e.ts <= t).collect();
+        let snapshot = siyu_model::condition::ProfileSnapshot {
+            tier: scores.tier,
+            pool_stage: scores.pool_stage,
+            ownership: scores.ownership,
+            rfm: scores.rfm.map(|input| means.group(&input)),
+            reachable: scores.reachable,
+            affinity: scores.affinity,
+            net_revenue: scores.net_revenue,
+            paid_orders: scores.paid_orders,
+            refunded_orders: scores.refunded_orders,
+            net_paid_orders: scores.net_paid_orders,
+            orders_365d: scores.orders_365d,
+            event_count: past.len() as u32,
+            first_seen: past.iter().map(|e| e.ts).min(),
+            last_seen: past.iter().map(|e| e.ts).max(),
+            channels: past.iter().map(|e| e.channel).collect(),
+            accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
+            tags: profile.tags.iter().filter_map(|t| self.audience.tag_name(*t)).map(str::to_string).collect(),
+            identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect(),
+            traits: profile.traits.as_deref().cloned().unwrap_or_default(),
+        };
+        Some((snapshot, events))
+    }
+
     /// Applies the loaded tag operations that followed events before `seq` (during a replay).
     pub(crate) fn apply_due_tag_ops(&mut self, seq: Seq) {
         while self.audience.pending_ops.front().is_some_and(|op| op.after_seq < seq) {
@@ -472,7 +559,8 @@ impl TenantState {
         }
     }
 
-    /// The event type codes whose properties some segment filters on.
+    /// Keeps the properties of the event types some condition filters on (and no others);
+    /// returns the types newly watched, whose properties in the log are not read yet.
     pub(crate) fn recount_property_types(&mut self) -> Vec<String> {
         let mut names = Vec::new();
         for segment in &self.audience.segments {
@@ -482,9 +570,11 @@ impl TenantState {
         }
         names.sort();
         names.dedup();
-        let codes: FxHashSet<u16> = names.iter().map(|n| self.type_code(n)).collect();
-        self.audience.property_types = codes;
-        names
+        let coded: Vec<(String, u16)> = names.into_iter().map(|n| (n.clone(), self.type_code(&n))).collect();
+        let new = coded.iter().filter(|(_, code)| !self.audience.property_types.contains(code)).map(|(n, _)| n.clone());
+        let new = new.collect();
+        self.audience.property_types = coded.into_iter().map(|(_, code)| code).collect();
+        new
     }
 
     pub(crate) fn type_code_of(&self, name: &str) -> Option<u16> {
@@ -569,29 +659,85 @@ impl TenantState {
         self.evaluate_entry(index, t, seq)
     }
 
-    /// Re-evaluates a rule tag over every live profile (and what reads it, for the profiles whose
-    /// tag changed); returns the segments' membership changes.
-    pub fn evaluate_rule_tag(&mut self, tag: u32, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
-        let Some(index) = self.audience.segments.iter().position(|s| s.rule_tag == Some(tag)) else {
-            return Vec::new();
-        };
-        self.evaluate_entry(index, t, seq)
-    }
-
     fn evaluate_entry(&mut self, index: usize, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
         let needs_means = self.audience.segments[index].deps.tenant_wide;
         let means = self.means_at(t, needs_means);
-        // Taken out while the state is read (and its tags written), put back below.
-        let mut segments = std::mem::take(&mut self.audience.segments);
-        let segment = &mut segments[index];
-        let selected = match &segment.condition {
+        let selected = match &self.audience.segments[index].condition {
             Some(condition) => Evaluator::new(self, t, &means).select(condition),
             None => Members::default(),
         };
-        let mut flips: Vec<(ProfileId, bool)> = segment.members.and_not(&selected).iter().map(|p| (p, false)).collect();
-        flips.extend(selected.and_not(&segment.members).iter().map(|p| (p, true)));
-        flips.sort_unstable();
-        segment.members = selected;
+        let version = self.version();
+        self.merge_selection(index, &selected, version, t, seq)
+    }
+
+    /// What a full evaluation read: events applied and tag operations made so far. A full
+    /// evaluation done in chunks, outside the write lock, compares it with the state it merges
+    /// into.
+    pub fn version(&self) -> StateVersion {
+        StateVersion { applied_seq: self.applied_seq, tag_ops: self.audience.tag_ops.len() }
+    }
+
+    /// An entry's condition and whether it reads the RFM means, for an evaluation outside the
+    /// write lock.
+    pub fn entry_condition(&self, entry: Entry) -> Option<(Condition, bool)> {
+        let segment = &self.audience.segments[self.audience.entry_index(entry)?];
+        Some((segment.condition.clone()?, segment.deps.tenant_wide))
+    }
+
+    /// Sets the RFM means incremental refreshes grade against (a sweep computes them afresh).
+    pub fn install_means(&mut self, means: RfmMeans) {
+        self.audience.means = Some(means);
+    }
+
+    /// Makes `selected` — a full evaluation of `entry` at `t` that read the state at `version` —
+    /// its members; returns the segments' changes. See [`Self::merge_selection`].
+    pub fn merge_evaluation(
+        &mut self,
+        entry: Entry,
+        selected: &Members,
+        version: StateVersion,
+        t: Millis,
+    ) -> Vec<MembershipChange> {
+        match self.audience.entry_index(entry) {
+            Some(index) => self.merge_selection(index, selected, version, t, None),
+            None => Vec::new(), // deleted meanwhile
+        }
+    }
+
+    /// Makes `selected` the members of entry `index`. When the state changed since the
+    /// evaluation read it, each profile the evaluation would move in or out is decided again
+    /// now: the events (and tag changes) that arrived meanwhile were applied to the members
+    /// incrementally, so a stale answer for them must not win. A rule tag's changes are then
+    /// carried to the entries after it that read tags.
+    fn merge_selection(
+        &mut self,
+        index: usize,
+        selected: &Members,
+        version: StateVersion,
+        t: Millis,
+        seq: Option<Seq>,
+    ) -> Vec<MembershipChange> {
+        let stale = version != self.version();
+        let means = self.means_at(t, false);
+        // Taken out while the state is read (and its tags written), put back below.
+        let mut segments = std::mem::take(&mut self.audience.segments);
+        let segment = &mut segments[index];
+        let mut moved: Vec<(ProfileId, bool)> = segment.members.and_not(selected).iter().map(|p| (p, false)).collect();
+        moved.extend(selected.and_not(&segment.members).iter().map(|p| (p, true)));
+        moved.sort_unstable();
+        let mut flips = Vec::with_capacity(moved.len());
+        if stale {
+            let evaluator = Evaluator::new(self, t, &means);
+            for (profile, _) in moved {
+                let member = segment.condition.as_ref().is_some_and(|c| evaluator.matches(c, profile));
+                if segment.members.set(profile, member) {
+                    flips.push((profile, member));
+                }
+            }
+        } else {
+            segment.members = selected.clone();
+            flips = moved;
+        }
         let mut changes = Vec::new();
         match segment.rule_tag {
             Some(tag) => {
@@ -751,20 +897,12 @@ impl TenantState {
     pub fn sweep_audience(&mut self, t: Millis) -> (Vec<MembershipChange>, Vec<(i64, u64)>) {
         let mut changes = self.refresh_audience(t);
         self.audience.means = None;
-        for index in 0..self.audience.segments.len() {
-            let s = &self.audience.segments[index];
-            if s.deps.time_dependent || s.deps.tenant_wide {
+        for entry in self.audience.swept_entries() {
+            if let Some(index) = self.audience.entry_index(entry) {
                 changes.extend(self.evaluate_entry(index, t, None));
             }
         }
-        let sizes = self
-            .audience
-            .segments
-            .iter()
-            .filter(|s| s.rule_tag.is_none())
-            .map(|s| (s.record.id, s.members.size()))
-            .collect();
-        (changes, sizes)
+        (changes, self.audience.segment_sizes())
     }
 }
 

@@ -62,6 +62,21 @@ impl Members {
         })
     }
 
+    /// How many 64-id words the set spans.
+    pub fn word_len(&self) -> usize {
+        self.bits.len()
+    }
+
+    /// The members among ids `64·from .. 64·(from + words)`.
+    pub fn word_range(&self, from: usize, words: usize) -> Members {
+        let end = (from + words).min(self.bits.len());
+        let mut bits = vec![0u64; end.max(from)];
+        if from < end {
+            bits[from..end].copy_from_slice(&self.bits[from..end]);
+        }
+        Members::from_words(bits)
+    }
+
     /// The members for which `keep` holds.
     pub fn filter(&self, mut keep: impl FnMut(ProfileId) -> bool) -> Members {
         let mut bits = vec![0u64; self.bits.len()];
@@ -200,5 +215,9 @@ mod tests {
         assert_eq!(shrunk, of(&[1]));
         assert_ne!(shrunk, of(&[2]));
         assert!(a.and_not(&a).is_empty());
+        assert_eq!(a.word_range(1, 1).iter().collect::<Vec<_>>(), vec![64, 65]);
+        assert_eq!(a.word_range(0, 9), a);
+        assert!(a.word_range(7, 2).is_empty());
+        assert_eq!(a.word_len(), 4);
     }
 }

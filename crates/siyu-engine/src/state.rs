@@ -555,13 +555,16 @@ impl TenantState {
 
     /// The buyers' RFM means at `t`, over every live profile.
     pub fn rfm_means(&self, t: Millis) -> RfmMeans {
-        let inputs: Vec<_> = self
-            .live
+        RfmMeans::from_inputs(&self.rfm_inputs_in(&self.live, t))
+    }
+
+    /// The RFM inputs at `t` of the buyers among `profiles` (live ones).
+    pub fn rfm_inputs_in(&self, profiles: &Members, t: Millis) -> Vec<siyu_model::RfmInput> {
+        profiles
             .iter()
             .filter(|id| self.summaries[*id as usize].is_buyer_at(t, &self.rules))
             .filter_map(|id| siyu_model::score::rfm_input(&self.profiles[id as usize].facts, t, &self.rules))
-            .collect();
-        RfmMeans::from_inputs(&inputs)
+            .collect()
     }
 
     /// Replaces the settings; the caller re-materialises the state from the log afterwards.

@@ -60,7 +60,13 @@ impl<'s> Evaluator<'s> {
     /// still undecided to their facts, tags or traits, 64 at a time, their memory fetched
     /// together ([`Members::filter_warmed`]) rather than one cache miss after another.
     pub fn select(&self, condition: &Condition) -> Members {
-        let live = self.state.live();
+        self.select_in(condition, self.state.live())
+    }
+
+    /// The live profiles of `candidates` that satisfy `condition` (a chunk of a full
+    /// evaluation done in parts).
+    pub fn select_in(&self, condition: &Condition, candidates: &Members) -> Members {
+        let live = candidates;
         let (cheap, dear): (&[Condition], &[Condition]) = match condition {
             Condition::And(items) => {
                 let split = items.iter().position(|c| cost(c) >= PROFILE_COST).unwrap_or(items.len());
@@ -75,7 +81,7 @@ impl<'s> Evaluator<'s> {
             Some(s) if s.last_ts <= t => cheap.iter().all(|c| on_summary(c, s, t, &state.rules) != Some(false)),
             _ => all(cheap, id), // facts after `t`: an evaluation in the past
         };
-        let kept = if cheap.is_empty() { live.clone() } else { live.filter(on_row) };
+        let kept = if cheap.is_empty() { live.and(self.state.live()) } else { live.filter(on_row) };
         if kept.is_empty() {
             return kept;
         }

@@ -9,7 +9,7 @@ use siyu_model::{Millis, ProfileId, TenantId};
 use siyu_store::{AudienceKind, MembershipChange, StoreError, TagOp};
 use utoipa::ToSchema;
 
-use super::{cheapest_first, cst_day, Evaluator, Segment};
+use super::{cheapest_first, cst_day, Entry, Evaluator, Members, Segment};
 use crate::query::{ProfileRef, ProfileRow};
 use crate::state::TenantState;
 use crate::{Engine, EngineError, Result};
@@ -317,33 +317,30 @@ impl Engine {
             None => None,
         };
         let record = self.store().create_tag(tenant, &name, group_id, canonical.as_deref()).await.map_err(map_store)?;
-        let now = Millis::now();
-        let (changes, ops, rescan) = {
+        // For a rule tag: the event types whose properties its condition newly needs.
+        let rule = {
             let mut state = runtime.state.write();
             let mut tags = state.audience.tags.clone();
             tags.push(record.clone());
             state.audience.set_tags(tags);
-            if record.condition.is_none() {
-                (Vec::new(), Vec::new(), None)
-            } else {
-                let schema = state.schema();
-                let compiled = compile(record.condition.as_deref().unwrap_or_default(), &schema)
-                    .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
-                let entry = Segment::rule(&state, &record, compiled);
-                state.audience.segments.push(entry);
-                state.audience.order();
-                let before = state.audience.property_types.len();
-                let types = state.recount_property_types();
-                let rescan = state.audience.property_types.len() > before;
-                let changes = state.evaluate_rule_tag(record.id as u32, now, None);
-                (changes, state.audience.take_rule_ops(), rescan.then_some(types))
+            match &record.condition {
+                None => None,
+                Some(text) => {
+                    let schema = state.schema();
+                    let compiled = compile(text, &schema)
+                        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+                    let entry = Segment::rule(&state, &record, compiled);
+                    state.audience.segments.push(entry);
+                    state.audience.order();
+                    Some(state.recount_property_types())
+                }
             }
         };
-        if let Some(types) = rescan {
-            self.load_properties(tenant, &types).await?;
-            runtime.state.write().evaluate_rule_tag(record.id as u32, now, None);
+        if let Some(new_types) = rule {
+            self.load_properties(tenant, &new_types).await?;
+            let changes = self.evaluate_fully(&runtime, Entry::RuleTag(record.id as u32)).await?;
+            self.store_derived(tenant, Vec::new(), &changes).await;
         }
-        self.store_derived(tenant, ops, &changes).await;
         let view = self.tags(tenant)?.into_iter().find(|t| t.id == record.id);
         view.ok_or_else(|| not_found(AudienceKind::Tag, record.id))
     }
@@ -368,8 +365,7 @@ impl Engine {
         if !self.store().update_tag_condition(tenant, id, &canonical).await? {
             return Err(not_found(AudienceKind::Tag, id));
         }
-        let now = Millis::now();
-        let (changes, rescan) = {
+        let new_types = {
             let mut state = runtime.state.write();
             let mut tags = state.audience.tags.clone();
             let Some(record) = tags.iter_mut().find(|t| t.id == id) else {
@@ -389,16 +385,10 @@ impl Engine {
                 state.audience.segments.push(entry);
             }
             state.audience.order();
-            let before = state.audience.property_types.len();
-            let types = state.recount_property_types();
-            let rescan = state.audience.property_types.len() > before;
-            (state.evaluate_rule_tag(id as u32, now, None), rescan.then_some(types))
+            state.recount_property_types()
         };
-        let mut changes = changes;
-        if let Some(types) = rescan {
-            self.load_properties(tenant, &types).await?;
-            changes.extend(runtime.state.write().evaluate_rule_tag(id as u32, now, None));
-        }
+        self.load_properties(tenant, &new_types).await?;
+        let changes = self.evaluate_fully(&runtime, Entry::RuleTag(id as u32)).await?;
         self.store_derived(tenant, Vec::new(), &changes).await;
         let view = self.tags(tenant)?.into_iter().find(|t| t.id == id);
         view.ok_or_else(|| not_found(AudienceKind::Tag, id))
@@ -642,44 +632,57 @@ impl Engine {
         replaces: Option<i64>,
     ) -> Result<SegmentView> {
         let runtime = self.tenant(tenant)?;
-        let now = Millis::now();
-        let (view, changes, property_types) = {
+        let new_types = {
             let mut state = runtime.state.write();
             let schema = state.schema();
             let checked = compile(&record.condition, &schema)
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
             let mut segment = Segment::new(&state, record.clone(), checked);
             if let Some(old) = replaces.and_then(|id| state.audience.segment_index(id)) {
-                segment.members = state.audience.segments[old].members.clone();
+                segment.members = std::mem::take(&mut state.audience.segments[old].members);
                 state.audience.segments[old] = segment;
             } else {
                 state.audience.segments.push(segment);
             }
-            let before = state.audience.property_types.len();
-            let property_types = state.recount_property_types();
-            let rescan = state.audience.property_types.len() > before;
-            let changes = if rescan { Vec::new() } else { state.evaluate_segment(record.id, now, None) };
-            let view = segment_view(state.audience.segment(record.id).expect("installed"));
-            (view, changes, rescan.then_some(property_types))
+            state.recount_property_types()
         };
-        if let Some(types) = property_types {
-            // A filter on properties of a type not kept so far: read them from the log.
-            self.load_properties(tenant, &types).await?;
-            let mut state = runtime.state.write();
-            state.evaluate_segment(record.id, now, None);
-            let view = segment_view(state.audience.segment(record.id).expect("installed"));
-            return Ok(view);
-        }
+        // A filter on properties of a type not kept so far: read them from the log.
+        self.load_properties(tenant, &new_types).await?;
+        let changes = self.evaluate_fully(&runtime, Entry::Segment(record.id)).await?;
+        // A new segment's first members are not changes; a redefined one's are.
         if replaces.is_some() {
             if let Err(e) = self.store().append_membership_changes(tenant, &changes).await {
                 tracing::warn!(tenant = %tenant, error = %e, "failed to record segment membership changes");
             }
         }
-        Ok(view)
+        let state = runtime.state.read();
+        state.audience.segment(record.id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, record.id))
+    }
+
+    /// Evaluates an entry (just saved) over every profile, with fresh RFM means if it reads
+    /// them, without holding up ingestion (see [`evaluate_in_chunks`]).
+    async fn evaluate_fully(
+        &self,
+        runtime: &std::sync::Arc<crate::TenantRuntime>,
+        entry: Entry,
+    ) -> Result<Vec<MembershipChange>> {
+        let now = Millis::now();
+        let Some((_, tenant_wide)) = runtime.state.read().entry_condition(entry) else { return Ok(Vec::new()) };
+        let means = if tenant_wide {
+            let means = rfm_means_in_chunks(runtime.clone(), now).await?;
+            runtime.state.write().install_means(means);
+            means
+        } else {
+            RfmMeans::default()
+        };
+        evaluate_in_chunks(runtime.clone(), entry, now, means).await
     }
 
     /// Reads the properties of events of `types` from the log into the audience's side table.
     pub(crate) async fn load_properties(&self, tenant: TenantId, types: &[String]) -> Result<()> {
+        if types.is_empty() {
+            return Ok(());
+        }
         let runtime = self.tenant(tenant)?;
         let mut after = 0;
         loop {
@@ -844,15 +847,31 @@ impl Engine {
     }
 
     /// Re-evaluates time-dependent segments of every tenant and records today's sizes.
+    ///
+    /// Each entry is evaluated in chunks under short read locks ([`Engine::evaluate_in_chunks`]),
+    /// so ingestion goes on meanwhile.
     pub async fn sweep_segments(&self) -> Result<u64> {
         let mut total = 0;
         for tenant in self.tenant_ids() {
             let runtime = self.tenant(tenant)?;
             let now = Millis::now();
-            let (changes, sizes, ops) = {
+            let (mut changes, entries, tenant_wide) = {
                 let mut state = runtime.state.write();
-                let (changes, sizes) = state.sweep_audience(now);
-                (changes, sizes, state.audience.take_rule_ops())
+                let entries = state.audience.swept_entries();
+                let tenant_wide = entries.iter().any(|e| state.entry_condition(*e).is_some_and(|(_, wide)| wide));
+                (state.refresh_audience(now), entries, tenant_wide)
+            };
+            let mut means = RfmMeans::default();
+            if tenant_wide {
+                means = rfm_means_in_chunks(runtime.clone(), now).await?;
+                runtime.state.write().install_means(means);
+            }
+            for entry in entries {
+                changes.extend(evaluate_in_chunks(runtime.clone(), entry, now, means).await?);
+            }
+            let (sizes, ops) = {
+                let mut state = runtime.state.write();
+                (state.audience.segment_sizes(), state.audience.take_rule_ops())
             };
             total += changes.len() as u64;
             if !ops.is_empty() {
@@ -862,6 +881,58 @@ impl Engine {
             self.store().record_segment_sizes(tenant, &cst_day(now), &sizes).await?;
         }
         Ok(total)
+    }
+}
+
+/// Profiles one read lock covers in a full evaluation (64-id words): a few milliseconds of work,
+/// so that ingestion, which needs the write lock, never waits long behind a sweep or a new
+/// segment.
+const CHUNK_WORDS: usize = 512;
+
+/// Evaluates an entry over every profile at `t`, chunk by chunk under short read locks on a
+/// blocking thread, then merges the result under one write lock (deciding again, on the state
+/// then, the profiles whose events arrived meanwhile: see `TenantState::merge_evaluation`).
+async fn evaluate_in_chunks(
+    runtime: std::sync::Arc<crate::TenantRuntime>,
+    entry: Entry,
+    t: Millis,
+    means: RfmMeans,
+) -> Result<Vec<MembershipChange>> {
+    let task = tokio::task::spawn_blocking(move || {
+        let (condition, version) = {
+            let state = runtime.state.read();
+            let Some((condition, _)) = state.entry_condition(entry) else { return Vec::new() };
+            (condition, state.version())
+        };
+        let mut selected = Members::default();
+        in_chunks(&runtime, |state, chunk| {
+            selected = selected.or(&Evaluator::new(state, t, &means).select_in(&condition, chunk));
+        });
+        runtime.state.write().merge_evaluation(entry, &selected, version, t)
+    });
+    task.await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))
+}
+
+/// The buyers' RFM means at `t`, read in chunks like [`evaluate_in_chunks`].
+async fn rfm_means_in_chunks(runtime: std::sync::Arc<crate::TenantRuntime>, t: Millis) -> Result<RfmMeans> {
+    let task = tokio::task::spawn_blocking(move || {
+        let mut inputs = Vec::new();
+        in_chunks(&runtime, |state, chunk| inputs.extend(state.rfm_inputs_in(chunk, t)));
+        RfmMeans::from_inputs(&inputs)
+    });
+    task.await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))
+}
+
+/// Calls `f` with the live profiles chunk by chunk, each chunk under a read lock of its own.
+fn in_chunks(runtime: &crate::TenantRuntime, mut f: impl FnMut(&TenantState, &Members)) {
+    let mut word = 0;
+    loop {
+        let state = runtime.state.read();
+        f(&state, &state.live().word_range(word, CHUNK_WORDS));
+        word += CHUNK_WORDS;
+        if word >= state.live().word_len() {
+            return;
+        }
     }
 }
 
