@@ -7,6 +7,7 @@ mod check;
 mod http;
 mod load;
 mod profile;
+mod segments;
 mod store;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::settings::Settings;
 
 pub use http::{BatchReport, TrackReport};
 pub use profile::ProfileReport;
+pub use segments::SegmentsReport;
 pub use store::{ImportReport, RebuildReport};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +65,13 @@ pub struct Args {
     /// Profiles compared with the reference evaluator in each correctness check.
     #[arg(long, default_value_t = 1000)]
     pub sample: usize,
+    /// Runs of each timed segment evaluation (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub repeats: usize,
+    /// A PostgreSQL server on which `segments` also runs its segments as SQL (in a scratch
+    /// database, dropped afterwards); SQLite always does.
+    #[arg(long, value_name = "URL")]
+    pub compare_postgres: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +81,7 @@ pub enum Target {
     HttpBatch,
     HttpTrack,
     ProfileUpdate,
+    Segments,
     All,
 }
 
@@ -152,6 +162,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         Target::HttpBatch => http::bench_batch(&bench).await?.gate.failures,
         Target::HttpTrack => http::bench_track(&bench).await?.gate.failures,
         Target::ProfileUpdate => profile::bench_profile_update(&bench, None).await?.gate.failures,
+        Target::Segments => segments::bench_segments(&bench).await?.gate.failures,
         Target::All => run_all(&bench).await?.failures(),
     };
     Ok(conclude(&failures))
@@ -188,14 +199,22 @@ pub struct AllReport {
     pub batch: BatchReport,
     pub track: TrackReport,
     pub profile: ProfileReport,
+    pub segments: SegmentsReport,
 }
 
 impl AllReport {
     pub fn failures(&self) -> Vec<String> {
-        [&self.import.gate, &self.rebuild.gate, &self.batch.gate, &self.track.gate, &self.profile.gate]
-            .into_iter()
-            .flat_map(|g| g.failures.iter().cloned())
-            .collect()
+        [
+            &self.import.gate,
+            &self.rebuild.gate,
+            &self.batch.gate,
+            &self.track.gate,
+            &self.profile.gate,
+            &self.segments.gate,
+        ]
+        .into_iter()
+        .flat_map(|g| g.failures.iter().cloned())
+        .collect()
     }
 }
 
@@ -207,7 +226,8 @@ pub async fn run_all(bench: &Bench) -> anyhow::Result<AllReport> {
     let batch = http::bench_batch(bench).await?;
     let track = http::bench_track(bench).await?;
     let profile = profile::bench_profile_update(bench, Some(&import)).await?;
-    let all = AllReport { import, rebuild, batch, track, profile };
+    let segments = segments::bench_segments(bench).await?;
+    let all = AllReport { import, rebuild, batch, track, profile, segments };
     print_summary(bench, &all);
     Ok(all)
 }
@@ -304,6 +324,7 @@ fn print_summary(bench: &Bench, all: &AllReport) {
             correct: all.profile.gate.passed(),
         },
     ];
+    let goals: Vec<Goal> = goals.into_iter().chain(segments::goals(&all.segments)).collect();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!();
     println!("## siyu bench all — summary");
@@ -383,6 +404,14 @@ fn print_summary(bench: &Bench, all: &AllReport) {
         "- profile update: {:.0} ns/event wall, {:.0} ns/event CPU over {} events ({:.2} s in apply)",
         all.profile.wall_ns_per_event, all.profile.cpu_ns_per_event, all.profile.events, all.profile.seconds
     );
+    for e in &all.segments.evaluations {
+        let sql: Vec<String> = e
+            .sql
+            .iter()
+            .map(|s| format!("{} {:.1} ms ({:.1}×)", s.backend, s.median_ms, s.median_ms / e.median_ms.max(1e-6)))
+            .collect();
+        println!("- segment {} `{}`: {} members; as SQL: {}", e.name, e.condition, e.size, sql.join(", "));
+    }
     println!(
         "- ratio: measured/goal for throughput, goal/measured for latency, memory and CPU (≥ 1.00× meets the goal)"
     );
@@ -427,6 +456,8 @@ mod tests {
             batch_size: 100,
             client_threads: 1,
             sample: 200,
+            repeats: 2,
+            compare_postgres: std::env::var(siyu_store::scratch::TEST_DATABASE_URL).ok(),
         };
         let bench = Bench::new(&settings, args).unwrap();
         assert!(bench.explicit_store.is_none());
@@ -437,6 +468,12 @@ mod tests {
         assert!(all.track.closed.requests > 0 && all.track.open.requests > 0);
         assert_eq!(all.profile.events, 20_000);
         assert_eq!(all.track.visible.count, all.track.open.requests);
+        assert_eq!(all.segments.evaluations.len(), 3);
+        // At this scale hardly anyone is a true fan or matches five windows; fields find some.
+        assert!(all.segments.evaluation("fields").is_some_and(|e| e.size > 0));
+        let backends = if std::env::var(siyu_store::scratch::TEST_DATABASE_URL).is_ok() { 2 } else { 1 };
+        assert!(all.segments.evaluations.iter().all(|e| e.sql.len() == backends));
+        assert!(all.segments.visible.count > 0);
     }
 
     #[test]

@@ -184,7 +184,7 @@ pub async fn bench_import(bench: &Bench) -> anyhow::Result<ImportReport> {
     })
 }
 
-async fn import_file(
+pub(super) async fn import_file(
     engine: &Arc<Engine>,
     tenant: TenantId,
     path: &Path,
