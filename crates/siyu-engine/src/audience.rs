@@ -129,28 +129,31 @@ pub struct Segment {
     pub members: Members,
 }
 
-/// A set of event type codes, or every type. Custom types registered after it was made (codes
-/// from `first_unknown` on) are in it: what they weigh was not known then.
-#[derive(Debug, Clone, Default)]
+/// A set of event type codes, kept inline (it is read for every segment on every event): the
+/// canonical codes one by one, custom codes as one (all or none), or every code. Custom types
+/// registered after it was made (codes from `first_unknown` on) are in it: what they weigh was
+/// not known then.
+#[derive(Debug, Clone, Copy, Default)]
 struct Triggers {
     every: bool,
-    codes: Vec<u64>,
+    canonical: u128,
+    custom: bool,
     first_unknown: u16,
 }
 
 impl Triggers {
     fn add(&mut self, code: u16) {
-        let word = code as usize / 64;
-        if word >= self.codes.len() {
-            self.codes.resize(word + 1, 0);
+        match code.checked_sub(FIRST_CUSTOM_CODE) {
+            None => self.canonical |= 1 << code,
+            Some(_) => self.custom = true,
         }
-        self.codes[word] |= 1 << (code % 64);
     }
 
     fn contains(&self, code: u16) -> bool {
-        self.every
-            || code >= self.first_unknown
-            || self.codes.get(code as usize / 64).is_some_and(|w| w & (1 << (code % 64)) != 0)
+        match code.checked_sub(FIRST_CUSTOM_CODE) {
+            None => self.every || self.canonical & (1 << code) != 0,
+            Some(_) => self.every || self.custom || code >= self.first_unknown,
+        }
     }
 }
 
@@ -816,11 +819,12 @@ impl TenantState {
         seq: Option<Seq>,
     ) -> Vec<MembershipChange> {
         let means = self.means_at(t, false);
-        let mut changes = Vec::new();
         let mut segments = std::mem::take(&mut self.audience.segments);
         let mut due: Vec<ProfileId> = Vec::new();
-        let mut flips: Vec<(ProfileId, bool)> = Vec::new();
-        for segment in &mut segments[from..] {
+        // Plain segments are evaluated after the loop (their answers affect no other entry),
+        // profile by profile: (profile, entry index) pairs.
+        let mut pending: Vec<(ProfileId, usize)> = Vec::new();
+        for (index, segment) in segments.iter_mut().enumerate().skip(from) {
             let Some(condition) = &segment.condition else { continue };
             due.clear();
             due.extend(dirty.iter().filter(|(_, touch)| segment.touched_by(*touch)).map(|(profile, _)| *profile));
@@ -832,26 +836,48 @@ impl TenantState {
             }
             due.sort_unstable();
             due.dedup();
-            flips.clear();
+            let Some(tag) = segment.rule_tag else {
+                pending.extend(due.iter().map(|&profile| (profile, index)));
+                continue;
+            };
             let evaluator = Evaluator::new(self, t, &means);
+            // A rule tag is applied at once: the entries after it may read the tag.
+            let mut flips = Vec::new();
             for &profile in &due {
                 let member = evaluator.matches(condition, profile);
                 let changed = segment.members.set(profile, member);
-                // A merge may have brought a rule tag over from the merged-away profile.
-                let carries = |tag: u32| self.profile(profile).is_some_and(|p| p.tags.binary_search(&tag).is_ok());
-                if changed || segment.rule_tag.is_some_and(|tag| carries(tag) != member) {
+                // A merge may have brought the tag over from the merged-away profile.
+                let carries = self.profile(profile).is_some_and(|p| p.tags.binary_search(&tag).is_ok());
+                if changed || carries != member {
                     flips.push((profile, member));
                 }
             }
-            match segment.rule_tag {
-                Some(tag) => {
-                    for &(profile, member) in &flips {
-                        if self.set_rule_tag(tag, profile, member, t, seq) {
-                            tag_changed.insert(profile);
-                        }
-                    }
+            for (profile, member) in flips {
+                if self.set_rule_tag(tag, profile, member, t, seq) {
+                    tag_changed.insert(profile);
                 }
-                None => changes.extend(flips.iter().map(|&(p, m)| change(segment, p, m, t, seq))),
+            }
+        }
+        // Each profile is read once for all the segments it is due in.
+        pending.sort_unstable();
+        let mut decided: Vec<(usize, ProfileId, bool)> = Vec::with_capacity(pending.len());
+        let evaluator = Evaluator::new(self, t, &means);
+        for group in pending.chunk_by(|a, b| a.0 == b.0) {
+            let profile = group[0].0;
+            let conditions =
+                group.iter().map(|&(_, index)| segments[index].condition.as_ref().expect("due entries have one"));
+            let mut indexes = group.iter().map(|&(_, index)| index);
+            evaluator.matches_each(profile, conditions, |member| {
+                decided.push((indexes.next().expect("one answer per condition"), profile, member))
+            });
+        }
+        // Memberships are read and written in one tight pass, in segment order: the bitmap words
+        // of fifty segments are fifty cache misses, which overlap here.
+        decided.sort_unstable();
+        let mut changes = Vec::new();
+        for (index, profile, member) in decided {
+            if segments[index].members.set(profile, member) {
+                changes.push(change(&segments[index], profile, member, t, seq));
             }
         }
         self.audience.segments = segments;

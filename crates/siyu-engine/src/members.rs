@@ -141,6 +141,17 @@ impl Members {
         Members::from_words(words.collect())
     }
 
+    /// `self ← self ∪ other`, in place.
+    pub fn union_with(&mut self, other: &Members) {
+        if self.bits.len() < other.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        for (word, b) in self.bits.iter_mut().zip(&other.bits) {
+            *word |= b;
+        }
+        self.size = self.bits.iter().map(|w| u64::from(w.count_ones())).sum();
+    }
+
     /// `self ∪ other`.
     pub fn or(&self, other: &Members) -> Members {
         let (long, short) = if self.bits.len() >= other.bits.len() { (self, other) } else { (other, self) };
@@ -205,6 +216,9 @@ mod tests {
         assert_eq!(a.and_not(&b).iter().collect::<Vec<_>>(), vec![1, 64, 200]);
         assert_eq!(a.or(&b).iter().collect::<Vec<_>>(), vec![1, 2, 64, 65, 200, 300]);
         assert_eq!(b.or(&a).size(), 6);
+        let mut united = b.clone();
+        united.union_with(&a);
+        assert_eq!(united, a.or(&b));
         let even = a.filter(|id| id % 2 == 0);
         assert_eq!(even.iter().collect::<Vec<_>>(), vec![2, 64, 200]);
         assert_eq!(even.size(), 3);

@@ -560,11 +560,8 @@ impl TenantState {
 
     /// The RFM inputs at `t` of the buyers among `profiles` (live ones).
     pub fn rfm_inputs_in(&self, profiles: &Members, t: Millis) -> Vec<siyu_model::RfmInput> {
-        profiles
-            .iter()
-            .filter(|id| self.summaries[*id as usize].is_buyer_at(t, &self.rules))
-            .filter_map(|id| siyu_model::score::rfm_input(&self.profiles[id as usize].facts, t, &self.rules))
-            .collect()
+        let facts = |id: ProfileId| &self.profiles[id as usize].facts[..];
+        profiles.iter().filter_map(|id| self.summaries[id as usize].rfm_input(|| facts(id), t, &self.rules)).collect()
     }
 
     /// Replaces the settings; the caller re-materialises the state from the log afterwards.

@@ -56,9 +56,22 @@ fn spec() -> impl Strategy<Value = Spec> {
     )
 }
 
+/// Default settings but for a 60-day RFM window: the histories span 120 days, so some buyers'
+/// orders all fall inside the window (summed up in the profile summary) and others' do not (read
+/// from the facts).
+fn settings() -> TenantSettings {
+    let mut settings = TenantSettings::default();
+    settings.scores.rfm_window_days = 60.0;
+    settings
+}
+
 /// Atoms over every kind of term the evaluator handles.
-const ATOMS: [&str; 33] = [
+const ATOMS: [&str; 37] = [
     "count(live_watch, 7d) >= 2",
+    "count(order_paid, 90d) >= 2",
+    "count(order_refunded, all) = 1",
+    "sum(order_refunded, 60d) >= 100",
+    "sum(order_paid, all) > 300 and sum(order_paid, 45d) < 500",
     "count(order_paid, all) >= 1",
     "count(order_paid, 30d) = 0",
     "sum(order_paid, 90d) > 200",
@@ -153,7 +166,7 @@ proptest! {
     #[test]
     fn fast_evaluator_equals_the_reference(specs in prop::collection::vec(spec(), 1..40), conditions in prop::collection::vec(condition(), 1..6), vip in 0..5usize, at_day in 60..150i64) {
         let events = build(&specs);
-        let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+        let mut state = TenantState::new(TenantId(1), settings());
         state.watch_properties(&["view", "order_paid"]);
         state.audience.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
         for (i, event) in events.iter().enumerate() {
@@ -193,7 +206,7 @@ proptest! {
     fn incremental_memberships_equal_full_evaluation(specs in prop::collection::vec(spec(), 1..40), conditions in prop::collection::vec(condition(), 1..6), vip in 0..5usize, at_day in 60..150i64, tag_at in 0..40usize, stale_at in 0..40usize) {
         let events = build(&specs);
         let t = Millis(T0 + at_day * DAY);
-        let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+        let mut state = TenantState::new(TenantId(1), settings());
         state.audience.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
         state.finish_replay(t);
         state.watch_properties(&["view", "order_paid"]);
@@ -295,7 +308,7 @@ proptest! {
     fn rule_tags_equal_the_reference(specs in prop::collection::vec(spec(), 1..40), vip in 0..5usize, at_day in 60..150i64, tag_at in 0..40usize) {
         let events = build(&specs);
         let t = Millis(T0 + at_day * DAY);
-        let mut state = TenantState::new(TenantId(1), TenantSettings::default());
+        let mut state = TenantState::new(TenantId(1), settings());
         let mut tags = vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }];
         // Stored in reverse order: the state must order them itself.
         for (i, (name, condition)) in RULES.iter().enumerate().rev() {

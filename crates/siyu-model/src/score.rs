@@ -276,6 +276,16 @@ pub struct ProfileFacts {
     pub last_touch: Touch,
     /// Channels the folded facts are on, as a bitmask of [`Channel::code`].
     pub channels: u16,
+    /// Event types the folded facts have, as a bitmask of [`type_bit`].
+    pub types: u64,
+    /// Time of the earliest paid or refunded order.
+    pub first_order: Option<Millis>,
+}
+
+/// An event type's bit in [`ProfileFacts::types`]: its code, or 63 for every code from 63 on
+/// (custom types share it).
+pub fn type_bit(code: u16) -> u64 {
+    1 << code.min(63)
 }
 
 /// What a [`Switch`] is about.
@@ -320,6 +330,7 @@ impl ProfileFacts {
         self.last_ts = fact.ts;
         self.event_count += 1;
         self.channels |= 1 << fact.channel.code();
+        self.types |= type_bit(fact.code);
         if rules.is_engagement(fact.code) {
             self.last_engagement = Some(fact.ts);
         }
@@ -350,10 +361,12 @@ impl ProfileFacts {
                 self.paid_orders += 1;
                 self.paid.0 += fact.amount.0;
                 self.last_paid = Some(fact.ts);
+                self.first_order.get_or_insert(fact.ts);
             }
             OrderRefunded => {
                 self.refunded_orders += 1;
                 self.refunded.0 += fact.amount.0;
+                self.first_order.get_or_insert(fact.ts);
             }
             _ => {}
         }
@@ -435,6 +448,9 @@ impl ProfileFacts {
             last_two_way: never(self.last_two_way),
             last_paid: never(self.last_paid),
             net_revenue: Fen(self.paid.0 - self.refunded.0),
+            paid: self.paid,
+            first_order: self.first_order.unwrap_or(Millis(i64::MAX)),
+            types: self.types,
             paid_orders: self.paid_orders,
             refunded_orders: self.refunded_orders,
             event_count: self.event_count,
@@ -448,7 +464,7 @@ impl ProfileFacts {
     pub fn scores_at(&self, facts: &[Fact], t: Millis, rules: &ScoringRules) -> ProfileScores {
         let summary = self.summary(rules);
         let raw = summary.affinity_raw_at(t, rules);
-        let rfm = summary.rfm_input(facts, t, rules);
+        let rfm = summary.rfm_input(|| facts, t, rules);
         ProfileScores {
             affinity: round2(raw.max(0.0)),
             affinity_raw: raw,
@@ -481,7 +497,7 @@ fn reaches_until(affinity: f64, last_ts: Millis, threshold: f64, rules: &Scoring
     Millis(last_ts.0.saturating_add(horizon.min(i64::MAX as f64 / 4.0) as i64))
 }
 
-/// What the scores of one profile at a time `t` at or after its last event depend on, in 88
+/// What the scores of one profile at a time `t` at or after its last event depend on, in 112
 /// bytes: the fold without its per-account relationship list (only whether one is on) and its
 /// touches. Segment evaluation keeps one per profile in a dense array and scans it; the scores
 /// themselves are computed from it ([`ProfileFacts::scores_at`]), so the two cannot disagree.
@@ -499,6 +515,13 @@ pub struct ProfileSummary {
     last_two_way: Millis,
     last_paid: Millis,
     pub net_revenue: Fen,
+    pub paid: Fen,
+    /// Time of the earliest paid or refunded order (`i64::MAX` without any): a window that
+    /// starts before it holds every order, so RFM and order sums need no scan of the facts.
+    first_order: Millis,
+    /// Event types the profile has ([`type_bit`]): a condition that needs an event of a type
+    /// the profile never had is decided without its facts.
+    pub types: u64,
     pub paid_orders: u32,
     pub refunded_orders: u32,
     pub event_count: u32,
@@ -619,12 +642,40 @@ impl ProfileSummary {
         self.within(self.last_paid, t, rules.config.rfm_window_days, rules)
     }
 
-    /// The RFM inputs at `t` from the profile's sorted `facts`; skips the scan for non-buyers.
-    pub fn rfm_input(&self, facts: &[Fact], t: Millis, rules: &ScoringRules) -> Option<RfmInput> {
+    /// The RFM inputs at `t`. Non-buyers need nothing more; buyers whose orders all fall in the
+    /// window are summed up already; only the others' sorted `facts` are read.
+    pub fn rfm_input<'f>(
+        &self,
+        facts: impl FnOnce() -> &'f [Fact],
+        t: Millis,
+        rules: &ScoringRules,
+    ) -> Option<RfmInput> {
         if !self.is_buyer_at(t, rules) {
             return None;
         }
-        rfm_input(facts, t, rules)
+        if self.rfm_needs_facts(t, rules) {
+            return rfm_input(facts(), t, rules);
+        }
+        Some(RfmInput {
+            recency_days: (t.0 - self.last_paid.0) as f64 / DAY as f64,
+            frequency: self.paid_orders,
+            monetary: self.net_revenue,
+        })
+    }
+
+    /// Do the RFM inputs at `t` need the facts: is this a buyer with orders before the window?
+    pub fn rfm_needs_facts(&self, t: Millis, rules: &ScoringRules) -> bool {
+        self.is_buyer_at(t, rules) && !self.orders_since(rules.window_start(t, rules.config.rfm_window_days))
+    }
+
+    /// Are all the profile's orders (paid and refunded) at or after `start`?
+    pub fn orders_since(&self, start: Millis) -> bool {
+        self.first_order >= start
+    }
+
+    /// Has the profile an event of this type code ([`type_bit`]: custom codes share a bit)?
+    pub fn may_have_type(&self, code: u16) -> bool {
+        self.types & type_bit(code) != 0
     }
 }
 

@@ -19,9 +19,12 @@ use std::cell::OnceCell;
 
 use siyu_model::condition::ast::{CmpOp, Duration};
 use siyu_model::condition::naive::{compare, contains, holds, lookup, Val};
-use siyu_model::condition::{Condition, EventSelector, Operand, ProfileField, Scalar, TimeOperand, TimeTest};
+use siyu_model::condition::{
+    Aggregate, Condition, EventSelector, Operand, ProfileField, Scalar, TimeOperand, TimeTest,
+};
+use siyu_model::event::EventKind;
 use siyu_model::score::RfmMeans;
-use siyu_model::{Fact, FanTier, Fen, Millis, ProfileFacts, ProfileId, ProfileSummary, ScoringRules};
+use siyu_model::{EventType, Fact, FanTier, Fen, Millis, ProfileFacts, ProfileId, ProfileSummary, ScoringRules};
 
 use crate::members::Members;
 use crate::state::{Profile, TenantState};
@@ -66,7 +69,6 @@ impl<'s> Evaluator<'s> {
     /// The live profiles of `candidates` that satisfy `condition` (a chunk of a full
     /// evaluation done in parts).
     pub fn select_in(&self, condition: &Condition, candidates: &Members) -> Members {
-        let live = candidates;
         let (cheap, dear): (&[Condition], &[Condition]) = match condition {
             Condition::And(items) => {
                 let split = items.iter().position(|c| cost(c) >= PROFILE_COST).unwrap_or(items.len());
@@ -77,18 +79,43 @@ impl<'s> Evaluator<'s> {
         };
         let all = |items: &[Condition], id: ProfileId| self.decide(id, &|cx| items.iter().all(|c| cx.holds(c)));
         let (state, t) = (self.state, self.t);
+        // The summary decides the cheap clauses, and often enough the dear ones too (an event
+        // type the profile never had, orders all inside a window).
+        let tests: Vec<RowTest<'_>> = cheap.iter().chain(dear).map(|c| self.row_test(c)).collect();
         let on_row = |id: ProfileId| match state.profile_summary(id) {
-            Some(s) if s.last_ts <= t => cheap.iter().all(|c| on_summary(c, s, t, &state.rules) != Some(false)),
+            Some(s) if s.last_ts <= t => tests.iter().all(|test| test(s) != Some(false)),
             _ => all(cheap, id), // facts after `t`: an evaluation in the past
         };
-        let kept = if cheap.is_empty() { live.and(self.state.live()) } else { live.filter(on_row) };
-        if kept.is_empty() {
-            return kept;
-        }
+        let kept = candidates.and(state.live()).filter(on_row);
         if dear.is_empty() || kept.is_empty() {
             return kept;
         }
         kept.filter_warmed(|id| self.warm(id), |id| all(dear, id))
+    }
+
+    /// [`Self::on_summary`] for one clause, compiled once per scan: the commonest clauses skip
+    /// matching the condition for every profile.
+    fn row_test<'a>(&'a self, condition: &'a Condition) -> RowTest<'a> {
+        let (t, rules) = (self.t, &self.state.rules);
+        match condition {
+            Condition::Compare { operand: Operand::Field(ProfileField::Reachable), op, value: Scalar::Bool(b) }
+                if matches!(op, CmpOp::Eq | CmpOp::Ne) =>
+            {
+                let want = *b != (*op == CmpOp::Ne);
+                Box::new(move |s| Some(s.reachable == want))
+            }
+            Condition::Compare { operand: Operand::Field(ProfileField::Tier), op, value: Scalar::Tier(tier) }
+                if !matches!(op, CmpOp::Eq | CmpOp::Ne) =>
+            {
+                let (op, tier) = (*op, *tier);
+                Box::new(move |s| Some(tier_order(s, op, tier, t, rules)))
+            }
+            Condition::Compare { operand: Operand::Field(ProfileField::Channel), op, value: Scalar::Channel(c) } => {
+                let (bit, ne) = (1u16 << c.code(), *op == CmpOp::Ne);
+                Box::new(move |s| Some((s.channels & bit != 0) != ne))
+            }
+            other => Box::new(move |s| self.on_summary(other, s)),
+        }
     }
 
     /// Reads the profile's most recent facts (where windows start looking), to bring them into
@@ -98,18 +125,46 @@ impl<'s> Evaluator<'s> {
         facts.iter().rev().step_by(2).take(3).map(|f| f.ts.0 as u64).fold(0, u64::wrapping_add)
     }
 
+    /// Does the live profile `id` satisfy each of `conditions`? One answer per condition, in
+    /// order, with the profile read once: what keeping many segments current needs.
+    pub fn matches_each<'c>(
+        &self,
+        id: ProfileId,
+        conditions: impl Iterator<Item = &'c Condition>,
+        mut answer: impl FnMut(bool),
+    ) {
+        let live = self.state.live().contains(id);
+        let mut conditions = conditions.peekable();
+        if live && conditions.peek().is_some() {
+            let mut each = |cx: &Cx<'_, 's>| conditions.by_ref().for_each(|c| answer(cx.holds(c)));
+            if self.decide_with(id, &mut each) {
+                return;
+            }
+        }
+        conditions.for_each(|_| answer(false));
+    }
+
     /// Decides something about the (live) profile `id` at `t`.
     fn decide(&self, id: ProfileId, f: &dyn Fn(&Cx<'_, 's>) -> bool) -> bool {
+        let mut answer = false;
+        self.decide_with(id, &mut |cx| answer = f(cx));
+        answer
+    }
+
+    /// Calls `f` with the profile `id` at `t`; false (and `f` not called) for an unknown id.
+    fn decide_with(&self, id: ProfileId, f: &mut dyn FnMut(&Cx<'_, 's>)) -> bool {
         let state = self.state;
         let Some(summary) = state.profile_summary(id) else { return false };
         if summary.last_ts <= self.t {
-            return f(&Cx { ev: self, id, summary, facts: OnceCell::new() });
+            f(&Cx { ev: self, id, summary, facts: OnceCell::new() });
+            return true;
         }
         // Facts later than `t` exist: fold the prefix (an "as of" evaluation in the past).
         let Some(profile) = state.profile(id) else { return false };
         let past = &profile.facts[..profile.facts.partition_point(|f| f.ts <= self.t)];
         let summary = ProfileFacts::fold(past, self.t, &state.rules).summary(&state.rules);
-        f(&Cx { ev: self, id, summary: &summary, facts: OnceCell::from(past) })
+        f(&Cx { ev: self, id, summary: &summary, facts: OnceCell::from(past) });
+        true
     }
 }
 
@@ -129,6 +184,9 @@ fn by_cost(items: &[Condition]) -> Vec<Condition> {
     ordered.sort_by_key(cost); // stable: equal costs keep the written order
     ordered
 }
+
+/// A clause decided on a summary row, or `None` when it needs more.
+type RowTest<'a> = Box<dyn Fn(&ProfileSummary) -> Option<bool> + 'a>;
 
 /// The [`cost`] from which a condition reads more than the summary row.
 const PROFILE_COST: u32 = 8;
@@ -174,8 +232,8 @@ impl<'e, 's> Cx<'e, 's> {
     }
 
     fn atom(&self, atom: &Condition) -> bool {
-        let (rules, t) = (&self.ev.state.rules, self.ev.t);
-        if let Some(decided) = on_summary(atom, self.summary, t, rules) {
+        let t = self.ev.t;
+        if let Some(decided) = self.ev.on_summary(atom, self.summary) {
             return decided;
         }
         match atom {
@@ -189,6 +247,19 @@ impl<'e, 's> Cx<'e, 's> {
             }
             Condition::In { operand: Operand::Field(ProfileField::Account), values } => {
                 values.iter().any(|v| self.has_account(v))
+            }
+            Condition::Compare {
+                operand: Operand::Count(agg),
+                op: op @ (CmpOp::Ge | CmpOp::Gt),
+                value: Scalar::Number(n),
+            } if n.is_finite() => {
+                // "At least k": stop counting at the k-th matching event.
+                let k = if *op == CmpOp::Ge { n.ceil() } else { n.floor() + 1.0 };
+                if k <= 0.0 {
+                    return true;
+                }
+                let start = self.window_start(agg.window);
+                self.matching(&agg.events, start).nth(k as usize - 1).is_some()
             }
             Condition::Compare { operand, op, value } => self.with_value(operand, &|v| compare(&v, *op, value)),
             Condition::In { operand, values } => {
@@ -222,11 +293,11 @@ impl<'e, 's> Cx<'e, 's> {
     fn with_value(&self, operand: &Operand, f: &dyn Fn(Val<'_>) -> bool) -> bool {
         let (rules, t, s) = (&self.ev.state.rules, self.ev.t, self.summary);
         let value = match operand {
-            Operand::Field(ProfileField::Rfm) => {
-                s.rfm_input(self.facts(), t, rules).map_or(Val::Missing, |input| Val::Rfm(self.ev.means.group(&input)))
-            }
+            Operand::Field(ProfileField::Rfm) => s
+                .rfm_input(|| self.facts(), t, rules)
+                .map_or(Val::Missing, |input| Val::Rfm(self.ev.means.group(&input))),
             Operand::Field(ProfileField::Orders365d) => {
-                Val::Number(f64::from(s.rfm_input(self.facts(), t, rules).map_or(0, |r| r.frequency)))
+                Val::Number(f64::from(s.rfm_input(|| self.facts(), t, rules).map_or(0, |r| r.frequency)))
             }
             Operand::Trait(path) => lookup(self.profile().traits.as_ref().and_then(|t| t.get(&path[0])), &path[1..]),
             Operand::Count(agg) => {
@@ -298,54 +369,129 @@ impl<'e, 's> Cx<'e, 's> {
     }
 }
 
-/// Decides a condition from the profile's summary row alone (`s`, the fold at `t`), or `None`
-/// when it reads more (facts, tags, identities, traits). What every scan runs first, so it is
-/// plain matching: no closures, no allocation.
-fn on_summary(condition: &Condition, s: &ProfileSummary, t: Millis, rules: &ScoringRules) -> Option<bool> {
-    let decided = match condition {
-        Condition::And(items) => {
-            for item in items {
-                if !on_summary(item, s, t, rules)? {
-                    return Some(false);
+impl Evaluator<'_> {
+    /// Decides a condition from the profile's summary row alone (`s`, the fold at `t`), or
+    /// `None` when it needs more (facts, tags, identities, traits). What every scan runs
+    /// first, so it is plain matching: no closures, no allocation.
+    fn on_summary(&self, condition: &Condition, s: &ProfileSummary) -> Option<bool> {
+        let (t, rules) = (self.t, &self.state.rules);
+        let decided = match condition {
+            Condition::And(items) => {
+                let mut undecided = false;
+                for item in items {
+                    match self.on_summary(item, s) {
+                        Some(false) => return Some(false),
+                        Some(true) => {}
+                        None => undecided = true,
+                    }
                 }
+                return (!undecided).then_some(true);
             }
-            true
-        }
-        Condition::Or(items) => {
-            for item in items {
-                if on_summary(item, s, t, rules)? {
-                    return Some(true);
+            Condition::Or(items) => {
+                let mut undecided = false;
+                for item in items {
+                    match self.on_summary(item, s) {
+                        Some(true) => return Some(true),
+                        Some(false) => {}
+                        None => undecided = true,
+                    }
                 }
+                return (!undecided).then_some(false);
             }
-            false
+            Condition::Not(inner) => !self.on_summary(inner, s)?,
+            Condition::Compare { operand: Operand::Field(ProfileField::Channel), op, value } => {
+                let member = matches!(value, Scalar::Channel(c) if s.has_channel(*c));
+                member != (*op == CmpOp::Ne)
+            }
+            Condition::In { operand: Operand::Field(ProfileField::Channel), values } => {
+                values.iter().any(|v| matches!(v, Scalar::Channel(c) if s.has_channel(*c)))
+            }
+            Condition::Compare { operand: Operand::Field(ProfileField::Tier), op, value: Scalar::Tier(tier) }
+                if !matches!(op, CmpOp::Eq | CmpOp::Ne) =>
+            {
+                tier_order(s, *op, *tier, t, rules)
+            }
+            Condition::Compare { operand: Operand::Field(ProfileField::Rfm | ProfileField::Orders365d), .. }
+            | Condition::In { operand: Operand::Field(ProfileField::Rfm | ProfileField::Orders365d), .. } => {
+                return self.rfm_on_summary(condition, s);
+            }
+            Condition::Compare { operand: Operand::Field(field), op, value } => {
+                compare(&summary_value(*field, s, t, rules)?, *op, value)
+            }
+            Condition::In { operand: Operand::Field(field), values } => {
+                let v = summary_value(*field, s, t, rules)?;
+                values.iter().any(|value| compare(&v, CmpOp::Eq, value))
+            }
+            Condition::Compare { operand: operand @ (Operand::Count(agg) | Operand::Sum(agg)), op, value } => {
+                compare(&self.aggregate_on_summary(operand, agg, s)?, *op, value)
+            }
+            Condition::In { operand: operand @ (Operand::Count(agg) | Operand::Sum(agg)), values } => {
+                let v = self.aggregate_on_summary(operand, agg, s)?;
+                values.iter().any(|value| compare(&v, CmpOp::Eq, value))
+            }
+            Condition::Time { operand: operand @ (TimeOperand::FirstSeen | TimeOperand::LastSeen), test } => {
+                let at = if *operand == TimeOperand::FirstSeen { s.first_ts } else { s.last_ts };
+                s.event_count > 0 && time_test(at, test, t)
+            }
+            // No event of the type: no first or last one.
+            Condition::Time { operand: TimeOperand::First(selector) | TimeOperand::Last(selector), .. }
+                if !self.may_have(s, selector) =>
+            {
+                false
+            }
+            _ => return None,
+        };
+        Some(decided)
+    }
+
+    /// Could the profile have an event of the selector's type?
+    fn may_have(&self, s: &ProfileSummary, selector: &EventSelector) -> bool {
+        self.state.type_code_of_kind(&selector.event_type).is_some_and(|code| s.may_have_type(code))
+    }
+
+    /// A count or sum the summary knows: 0 without an event of the type; the order totals for
+    /// orders without a filter when the window holds every order.
+    fn aggregate_on_summary(&self, operand: &Operand, agg: &Aggregate, s: &ProfileSummary) -> Option<Val<'static>> {
+        let count = matches!(operand, Operand::Count(_));
+        if !self.may_have(s, &agg.events) {
+            return Some(if count { Val::Number(0.0) } else { Val::Money(Fen(0)) });
         }
-        Condition::Not(inner) => !on_summary(inner, s, t, rules)?,
-        Condition::Compare { operand: Operand::Field(ProfileField::Channel), op, value } => {
-            let member = matches!(value, Scalar::Channel(c) if s.has_channel(*c));
-            member != (*op == CmpOp::Ne)
+        let covered = agg.window.is_none_or(|d| s.orders_since(Millis(self.t.0 - d.millis())));
+        if agg.events.filter.is_some() || !covered {
+            return None;
         }
-        Condition::In { operand: Operand::Field(ProfileField::Channel), values } => {
-            values.iter().any(|v| matches!(v, Scalar::Channel(c) if s.has_channel(*c)))
+        match (&agg.events.event_type, count) {
+            (EventKind::Known(EventType::OrderPaid), true) => Some(Val::Number(f64::from(s.paid_orders))),
+            (EventKind::Known(EventType::OrderPaid), false) => Some(Val::Money(s.paid)),
+            (EventKind::Known(EventType::OrderRefunded), true) => Some(Val::Number(f64::from(s.refunded_orders))),
+            (EventKind::Known(EventType::OrderRefunded), false) => Some(Val::Money(Fen(s.paid.0 - s.net_revenue.0))),
+            _ => None,
         }
-        Condition::Compare { operand: Operand::Field(ProfileField::Tier), op, value: Scalar::Tier(tier) }
-            if !matches!(op, CmpOp::Eq | CmpOp::Ne) =>
-        {
-            tier_order(s, *op, *tier, t, rules)
+    }
+
+    /// RFM fields when the summary holds them: for non-buyers, and for buyers whose orders all
+    /// fall in the RFM window (see [`ProfileSummary::rfm_input`]).
+    fn rfm_on_summary(&self, condition: &Condition, s: &ProfileSummary) -> Option<bool> {
+        let (t, rules) = (self.t, &self.state.rules);
+        if s.rfm_needs_facts(t, rules) {
+            return None;
         }
-        Condition::Compare { operand: Operand::Field(field), op, value } => {
-            compare(&summary_value(*field, s, t, rules)?, *op, value)
-        }
-        Condition::In { operand: Operand::Field(field), values } => {
-            let v = summary_value(*field, s, t, rules)?;
-            values.iter().any(|value| compare(&v, CmpOp::Eq, value))
-        }
-        Condition::Time { operand: operand @ (TimeOperand::FirstSeen | TimeOperand::LastSeen), test } => {
-            let at = if *operand == TimeOperand::FirstSeen { s.first_ts } else { s.last_ts };
-            s.event_count > 0 && time_test(at, test, t)
-        }
-        _ => return None,
-    };
-    Some(decided)
+        let input = s.rfm_input(|| &[], t, rules);
+        let value = |field: &ProfileField| match field {
+            ProfileField::Rfm => input.map_or(Val::Missing, |input| Val::Rfm(self.means.group(&input))),
+            _ => Val::Number(f64::from(input.map_or(0, |r| r.frequency))),
+        };
+        Some(match condition {
+            Condition::Compare { operand: Operand::Field(field), op, value: scalar } => {
+                compare(&value(field), *op, scalar)
+            }
+            Condition::In { operand: Operand::Field(field), values } => {
+                let v = value(field);
+                values.iter().any(|scalar| compare(&v, CmpOp::Eq, scalar))
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// A profile field's value from the summary row, or `None` for the fields that need the facts

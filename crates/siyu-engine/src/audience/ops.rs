@@ -884,10 +884,10 @@ impl Engine {
     }
 }
 
-/// Profiles one read lock covers in a full evaluation (64-id words): a few milliseconds of work,
-/// so that ingestion, which needs the write lock, never waits long behind a sweep or a new
-/// segment.
-const CHUNK_WORDS: usize = 512;
+/// Profiles one read lock covers in a full evaluation, in 64-id words (8 192 profiles: about a
+/// millisecond of work for a heavy condition), so that ingestion, which needs the write lock,
+/// never waits long behind a sweep or a new segment.
+const CHUNK_WORDS: usize = 128;
 
 /// Evaluates an entry over every profile at `t`, chunk by chunk under short read locks on a
 /// blocking thread, then merges the result under one write lock (deciding again, on the state
@@ -906,7 +906,7 @@ async fn evaluate_in_chunks(
         };
         let mut selected = Members::default();
         in_chunks(&runtime, |state, chunk| {
-            selected = selected.or(&Evaluator::new(state, t, &means).select_in(&condition, chunk));
+            selected.union_with(&Evaluator::new(state, t, &means).select_in(&condition, chunk));
         });
         runtime.state.write().merge_evaluation(entry, &selected, version, t)
     });
