@@ -7,6 +7,7 @@
 //! each tag operation right after the event it followed (`after_seq`), and evaluates every
 //! segment at the end, so a rebuild reproduces tags and memberships exactly.
 
+pub mod activity;
 pub mod eval;
 pub mod ops;
 

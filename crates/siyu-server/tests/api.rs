@@ -1332,7 +1332,9 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
                 let list = path.trim_end_matches("/{id}");
                 assert_eq!(app.get(&a.secret_key, list).await.ok().as_array().map(Vec::len), Some(2), "{what}");
             }
-            ("get", "/api/v1/profiles/{id}/tags") | ("get", "/api/v1/profiles/{id}/segments") => {
+            ("get", "/api/v1/profiles/{id}/tags")
+            | ("get", "/api/v1/profiles/{id}/segments")
+            | ("get", "/api/v1/profiles/{id}/activity") => {
                 for id in &a_ids {
                     let reply = app.get(&b.secret_key, &path.replace("{id}", &id.to_string())).await;
                     assert_clean(&what, &reply);
@@ -1576,6 +1578,33 @@ async fn case_tags_and_segments_end_to_end(app: &TestApp) {
     let changes = app.get(&key, &format!("/api/v1/segments/{sid}/changes")).await.ok();
     assert_eq!(changes[0]["change"], "exited", "{changes}");
     assert_eq!(changes[0]["profile_id"], lurk, "{changes}");
+    // The profile's activity tells the story, newest first: out because of the tag, which the
+    // API put on; in because of the follow.
+    let activity = app.get(&key, &format!("/api/v1/profiles/{lurk}/activity")).await.ok();
+    let items = activity["items"].as_array().expect("items");
+    let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(&kinds[..3], ["segment", "tag", "segment"], "{activity}");
+    assert_eq!(
+        (items[0]["segment"]["change"].clone(), items[0]["segment"]["name"].clone()),
+        (json!("exited"), json!("可触达未跟进"))
+    );
+    assert_eq!((items[1]["tag"]["tag"].clone(), items[1]["tag"]["action"].clone()), (json!("高意向"), json!("added")));
+    assert_eq!(items[1]["tag"]["actor"], "api", "{activity}");
+    assert_eq!(items[2]["segment"]["change"], "entered", "{activity}");
+    let follow = items.iter().find(|i| i["event"]["type"] == "follow").expect("the follow event");
+    assert_eq!(follow["seq"], items[2]["seq"], "entered because of the follow: {activity}");
+    // Paging: two at a time, no item twice, none lost.
+    let page = app.get_query(&key, &format!("/api/v1/profiles/{lurk}/activity"), &[("limit", "2")]).await.ok();
+    let cursor = page["next_cursor"].as_str().expect("more").to_string();
+    let next = app
+        .get_query(&key, &format!("/api/v1/profiles/{lurk}/activity"), &[("limit", "2"), ("before", &cursor)])
+        .await
+        .ok();
+    assert_eq!(next["items"][0], items[2], "{next}");
+    app.get_query(&key, &format!("/api/v1/profiles/{lurk}/activity"), &[("before", "yesterday")])
+        .await
+        .assert_error(400, "invalid_query");
+    app.get(&key, "/api/v1/profiles/999/activity").await.assert_error(404, "no_such_profile");
 
     // Members page by page; export with chosen fields.
     let first = app.get_query(&key, &format!("/api/v1/segments/{sid}/members"), &[("limit", "1")]).await.ok();

@@ -1,8 +1,10 @@
-//! Profiles: by id or any identity, filtered lists, timelines, merge history and unmerge.
+//! Profiles: by id or any identity, filtered lists, timelines (events alone, or events with tag
+//! and segment changes), merge history and unmerge.
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use siyu_engine::audience::activity::{ActivityCursor, ActivityPage};
 use siyu_engine::query::{MergeView, ProfileFilter, ProfilePage, ProfileRef, ProfileView};
 use siyu_model::score::{FanTier, Ownership, PoolStage, RfmGroup};
 use siyu_model::{Channel, Identity, ProfileId};
@@ -22,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(lookup_profile))
         .routes(routes!(get_profile))
         .routes(routes!(profile_events))
+        .routes(routes!(profile_activity))
         .routes(routes!(profile_merges))
         .routes(routes!(unmerge_profile))
 }
@@ -143,6 +146,35 @@ pub struct TimelineQuery {
     before: Option<i64>,
     /// 1–500 (default 100)
     limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ActivityQuery {
+    /// `next_cursor` of the previous page
+    before: Option<String>,
+    /// 1–500 (default 100)
+    limit: Option<usize>,
+}
+
+/// A profile's activity, newest first: its events, the tags put on it or taken off (who, which
+/// rule, after which event) and the segments it entered or left.
+#[utoipa::path(get, path = "/api/v1/profiles/{id}/activity", tag = "profiles", params(("id" = u32, Path), ActivityQuery),
+    responses((status = 200, body = ActivityPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn profile_activity(
+    State(state): State<AppState>,
+    Manager(tenant): Manager,
+    Path(id): Path<ProfileId>,
+    Query(query): Query<ActivityQuery>,
+) -> Result<Json<ActivityPage>, ApiError> {
+    let before = query
+        .before
+        .map(|c| {
+            c.parse::<ActivityCursor>().map_err(|_| ApiError::new("invalid_query", "bad cursor").with_field("before"))
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    Ok(Json(state.engine.profile_activity(tenant, id, before, limit).await?))
 }
 
 /// One event of a timeline.
