@@ -531,9 +531,29 @@ pub struct ProfileSummary {
 }
 
 impl Default for ProfileSummary {
-    /// The summary of no events.
+    /// The summary of no events, whatever the rules. Written out rather than derived from an
+    /// empty fold: every new profile gets one, and compiling default rules for each cost more
+    /// than the rest of applying its first event.
     fn default() -> Self {
-        ProfileFacts::default().summary(&ScoringRules::default())
+        ProfileSummary {
+            affinity_at_last: 0.0,
+            warm_until: NEVER,
+            true_until: NEVER,
+            last_ts: Millis::default(),
+            first_ts: Millis::default(),
+            last_engagement: NEVER,
+            last_two_way: NEVER,
+            last_paid: NEVER,
+            net_revenue: Fen(0),
+            paid: Fen(0),
+            first_order: Millis(i64::MAX),
+            types: 0,
+            paid_orders: 0,
+            refunded_orders: 0,
+            event_count: 0,
+            channels: 0,
+            reachable: false,
+        }
     }
 }
 
@@ -901,6 +921,15 @@ mod tests {
             group: 0,
             source: 0,
         }
+    }
+
+    #[test]
+    fn default_summary_is_the_summary_of_no_events() {
+        let rules = ScoringRules::default();
+        assert_eq!(ProfileSummary::default(), ProfileFacts::default().summary(&rules));
+        let lenient = ScoreConfig { warm_fan_min: 0.0, ..ScoreConfig::default() };
+        let rules = ScoringRules::compile(&lenient, |_| None);
+        assert_eq!(ProfileSummary::default(), ProfileFacts::default().summary(&rules));
     }
 
     #[test]
