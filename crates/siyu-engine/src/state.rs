@@ -8,8 +8,8 @@ use rustc_hash::FxHashMap;
 use siyu_model::event_type::FIRST_CUSTOM_CODE;
 use siyu_model::score::{ProfileFacts, RfmMeans};
 use siyu_model::{
-    Channel, Event, Fact, Identity, IdentityKind, Millis, ProfileId, ProfileScores, ProfileSummary, ScoringRules, Seq,
-    TenantId, TenantSettings,
+    Channel, Event, Fact, Identity, IdentityKind, Millis, ProfileId, ProfileScores, ProfileSummary, ScanRow,
+    ScoringRules, Seq, TenantId, TenantSettings,
 };
 
 use crate::audience::Touch;
@@ -162,6 +162,8 @@ pub struct TenantState {
     /// `profiles[id].state.summary(rules)` for every id, dense: what segment scans read instead of
     /// the (much larger, pointer-rich) profiles. Kept current wherever a profile's facts change.
     summaries: Vec<ProfileSummary>,
+    /// `summaries[id].scan_row()` for every id: the columns the cheapest clauses read.
+    scan_rows: Vec<ScanRow>,
     /// The live (not merged-away) profiles.
     live: Members,
     pub merges: Vec<MergeRecord>,
@@ -203,6 +205,7 @@ impl TenantState {
             identity_index: FxHashMap::default(),
             profiles: std::iter::once(Profile::default()).collect(),
             summaries: vec![ProfileSummary::default()],
+            scan_rows: vec![ProfileSummary::default().scan_row()],
             live: Members::default(),
             merges: Vec::new(),
             refusals: Vec::new(),
@@ -231,6 +234,21 @@ impl TenantState {
     /// The summary of a profile's fold (of a merged-away one: as it was when merged).
     pub fn profile_summary(&self, id: ProfileId) -> Option<&ProfileSummary> {
         self.summaries.get(id as usize).filter(|_| id != 0)
+    }
+
+    /// The scan columns of a profile's summary ([`Self::profile_summary`]).
+    pub fn scan_row(&self, id: ProfileId) -> Option<&ScanRow> {
+        self.scan_rows.get(id as usize).filter(|_| id != 0)
+    }
+
+    /// Every id's scan columns ([`Self::scan_row`]), indexed by id (index 0 unused).
+    pub fn scan_rows(&self) -> &[ScanRow] {
+        &self.scan_rows
+    }
+
+    fn set_summary(&mut self, id: ProfileId, summary: ProfileSummary) {
+        self.scan_rows[id as usize] = summary.scan_row();
+        self.summaries[id as usize] = summary;
     }
 
     pub fn profile_count_including_merged(&self) -> usize {
@@ -330,10 +348,11 @@ impl TenantState {
         let rules = &self.rules;
         let profile = &mut self.profiles[outcome.profile as usize];
         insert_fact(profile, fact, rules);
-        self.summaries[outcome.profile as usize] = profile.state.summary(rules);
+        let summary = profile.state.summary(rules);
         if let Some(traits) = event.traits {
             merge_traits(profile, traits);
         }
+        self.set_summary(outcome.profile, summary);
         let touch = match outcome.created {
             true => Touch::Created,
             false => Touch::Event { code, traits: event.traits.is_some() },
@@ -406,6 +425,7 @@ impl TenantState {
         let id = self.profiles.len() as ProfileId;
         self.profiles.push(Profile { created_seq: seq, ..Profile::default() });
         self.summaries.push(ProfileSummary::default());
+        self.scan_rows.push(ProfileSummary::default().scan_row());
         self.live.set(id, true);
         self.live_profiles += 1;
         id
@@ -511,7 +531,7 @@ impl TenantState {
         target.identities.extend(taken.identities);
         target.facts = merge_sorted(std::mem::take(&mut target.facts), taken.facts);
         target.state = refold(&target.facts, rules);
-        self.summaries[survivor as usize] = target.state.summary(rules);
+        let summary = target.state.summary(rules);
         for tag in taken.tags {
             if let Err(at) = target.tags.binary_search(&tag) {
                 target.tags.insert(at, tag);
@@ -525,6 +545,7 @@ impl TenantState {
         }
         target.absorbed.push(merged);
         target.absorbed.extend(taken.absorbed);
+        self.set_summary(survivor, summary);
         let placeholder = &mut self.profiles[merged as usize];
         placeholder.merged_into = Some(survivor);
         placeholder.created_seq = taken.created_seq;

@@ -66,7 +66,7 @@ fn settings() -> TenantSettings {
 }
 
 /// Atoms over every kind of term the evaluator handles.
-const ATOMS: [&str; 37] = [
+const ATOMS: [&str; 40] = [
     "count(live_watch, 7d) >= 2",
     "count(order_paid, 90d) >= 2",
     "count(order_refunded, all) = 1",
@@ -90,6 +90,9 @@ const ATOMS: [&str; 37] = [
     "tier > passerby",
     "tier <= warm_fan",
     "tier in (none, true_fan)",
+    "tier != warm_fan",
+    "tier >= none",
+    "reachable = false and channel != web",
     "affinity >= 12.5",
     "pool_stage = main_base",
     "pool_stage in (reservoir, incentive)",

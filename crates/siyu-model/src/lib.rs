@@ -20,8 +20,8 @@ pub use event_type::EventType;
 pub use identity::{Identity, IdentityError, IdentityKind};
 pub use money::Fen;
 pub use score::{
-    Fact, FanTier, Ownership, PoolStage, ProfileFacts, ProfileScores, ProfileSummary, RfmGroup, RfmInput, ScoreConfig,
-    ScoringRules,
+    Fact, FanTier, Ownership, PoolStage, ProfileFacts, ProfileScores, ProfileSummary, RfmGroup, RfmInput, ScanRow,
+    ScoreConfig, ScoringRules,
 };
 pub use settings::{CannotLink, TenantSettings};
 pub use time::Millis;

@@ -2,8 +2,8 @@
 //! what keeping memberships current needs) or for every profile at once ([`Evaluator::select`],
 //! what saving, previewing and the time sweep need).
 //!
-//! Profile fields are read from the dense [`ProfileSummary`] rows (72 bytes a profile, scanned
-//! in id order) rather than from the profiles themselves; event aggregates from the profile's
+//! Profile fields are read from the dense [`ScanRow`] and [`ProfileSummary`] rows (40 and 112
+//! bytes a profile, scanned in id order) rather than from the profiles themselves; event aggregates from the profile's
 //! facts, which are sorted by time, so a window is a binary search and a suffix scan. A full
 //! evaluation works clause by clause on sets of ids: an `and` evaluates each clause only over
 //! the profiles the clauses before it kept, an `or` only over those not yet in, and clauses are
@@ -24,7 +24,9 @@ use siyu_model::condition::{
 };
 use siyu_model::event::EventKind;
 use siyu_model::score::RfmMeans;
-use siyu_model::{EventType, Fact, FanTier, Fen, Millis, ProfileFacts, ProfileId, ProfileSummary, ScoringRules};
+use siyu_model::{
+    EventType, Fact, FanTier, Fen, Millis, ProfileFacts, ProfileId, ProfileSummary, ScanRow, ScoringRules,
+};
 
 use crate::members::Members;
 use crate::state::{Profile, TenantState};
@@ -58,10 +60,12 @@ impl<'s> Evaluator<'s> {
 
     /// Every live profile that satisfies `condition`.
     ///
-    /// One pass over the summary rows decides what they can (for an `and`, its clauses that
-    /// read nothing else; they come first, cheapest first); a second pass takes the profiles
-    /// still undecided to their facts, tags or traits, 64 at a time, their memory fetched
-    /// together ([`Members::filter_warmed`]) rather than one cache miss after another.
+    /// One pass over the rows decides what they can: for an `and`, its clauses on the tier,
+    /// reachability and channels from the 40-byte scan rows ([`ScanRow`]), the others from the
+    /// summary rows, read only for the profiles the scan row did not reject (clauses are
+    /// cheapest first). A second pass takes the profiles still undecided to their facts, tags
+    /// or traits, 64 at a time, their memory fetched together ([`Members::filter_warmed`])
+    /// rather than one cache miss after another.
     pub fn select(&self, condition: &Condition) -> Members {
         self.select_in(condition, self.state.live())
     }
@@ -69,53 +73,72 @@ impl<'s> Evaluator<'s> {
     /// The live profiles of `candidates` that satisfy `condition` (a chunk of a full
     /// evaluation done in parts).
     pub fn select_in(&self, condition: &Condition, candidates: &Members) -> Members {
-        let (cheap, dear): (&[Condition], &[Condition]) = match condition {
-            Condition::And(items) => {
-                let split = items.iter().position(|c| cost(c) >= PROFILE_COST).unwrap_or(items.len());
-                items.split_at(split)
-            }
-            other if cost(other) < PROFILE_COST => (std::slice::from_ref(other), &[]),
-            other => (&[], std::slice::from_ref(other)),
+        let items = match condition {
+            Condition::And(items) => &items[..],
+            other => std::slice::from_ref(other),
         };
-        let all = |items: &[Condition], id: ProfileId| self.decide(id, &|cx| items.iter().all(|c| cx.holds(c)));
-        let (state, t) = (self.state, self.t);
-        // The summary decides the cheap clauses, and often enough the dear ones too (an event
-        // type the profile never had, orders all inside a window).
-        let tests: Vec<RowTest<'_>> = cheap.iter().chain(dear).map(|c| self.row_test(c)).collect();
-        let on_row = |id: ProfileId| match state.profile_summary(id) {
-            Some(s) if s.last_ts <= t => tests.iter().all(|test| test(s) != Some(false)),
-            _ => all(cheap, id), // facts after `t`: an evaluation in the past
+        let (state, t, rules) = (self.state, self.t, &self.state.rules);
+        let mut scan_tests = Vec::new();
+        let mut row_tests: Vec<RowTest<'_>> = Vec::new();
+        for item in items {
+            match ScanTest::of(item) {
+                Some(test) => scan_tests.push(test),
+                None => row_tests.push(Box::new(move |s| self.on_summary(item, s))),
+            }
+        }
+        // The summary rows' answer for a profile the scan row kept: None when it must be read.
+        let on_summary = |id: ProfileId| -> Option<bool> {
+            let summary = state.profile_summary(id)?;
+            let mut decided = true;
+            for test in &row_tests {
+                match test(summary) {
+                    Some(false) => return Some(false),
+                    Some(true) => {}
+                    None => decided = false,
+                }
+            }
+            decided.then_some(true)
         };
-        let kept = candidates.and(state.live()).filter(on_row);
-        if dear.is_empty() || kept.is_empty() {
-            return kept;
+        let rows = state.scan_rows();
+        let mut undecided = Members::default();
+        let mut kept = candidates.and(state.live()).filter_words(|w, word| {
+            let base = w * 64;
+            let chunk = &rows[base.min(rows.len())..(base + 64).min(rows.len())];
+            // Facts after `t`: an evaluation in the past, decided on the profile.
+            let mut late = word & mask(chunk, |row| row.last_ts > t);
+            let mut pass = word & !late;
+            for test in &scan_tests {
+                if pass == 0 {
+                    break;
+                }
+                pass &= test.mask(chunk, t, rules);
+            }
+            if !row_tests.is_empty() {
+                let mut bits = pass;
+                while bits != 0 {
+                    let bit = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    match on_summary((base + bit as usize) as ProfileId) {
+                        Some(true) => {}
+                        Some(false) => pass &= !(1 << bit),
+                        None => {
+                            pass &= !(1 << bit);
+                            late |= 1 << bit;
+                        }
+                    }
+                }
+            }
+            while late != 0 {
+                undecided.set((base + late.trailing_zeros() as usize) as ProfileId, true);
+                late &= late - 1;
+            }
+            pass
+        });
+        if !undecided.is_empty() {
+            let all = |id: ProfileId| self.decide(id, &|cx| items.iter().all(|c| cx.holds(c)));
+            kept.union_with(&undecided.filter_warmed(|id| self.warm(id), all));
         }
-        kept.filter_warmed(|id| self.warm(id), |id| all(dear, id))
-    }
-
-    /// [`Self::on_summary`] for one clause, compiled once per scan: the commonest clauses skip
-    /// matching the condition for every profile.
-    fn row_test<'a>(&'a self, condition: &'a Condition) -> RowTest<'a> {
-        let (t, rules) = (self.t, &self.state.rules);
-        match condition {
-            Condition::Compare { operand: Operand::Field(ProfileField::Reachable), op, value: Scalar::Bool(b) }
-                if matches!(op, CmpOp::Eq | CmpOp::Ne) =>
-            {
-                let want = *b != (*op == CmpOp::Ne);
-                Box::new(move |s| Some(s.reachable == want))
-            }
-            Condition::Compare { operand: Operand::Field(ProfileField::Tier), op, value: Scalar::Tier(tier) }
-                if !matches!(op, CmpOp::Eq | CmpOp::Ne) =>
-            {
-                let (op, tier) = (*op, *tier);
-                Box::new(move |s| Some(tier_order(s, op, tier, t, rules)))
-            }
-            Condition::Compare { operand: Operand::Field(ProfileField::Channel), op, value: Scalar::Channel(c) } => {
-                let (bit, ne) = (1u16 << c.code(), *op == CmpOp::Ne);
-                Box::new(move |s| Some((s.channels & bit != 0) != ne))
-            }
-            other => Box::new(move |s| self.on_summary(other, s)),
-        }
+        kept
     }
 
     /// Reads the profile's most recent facts (where windows start looking), to bring them into
@@ -188,8 +211,103 @@ fn by_cost(items: &[Condition]) -> Vec<Condition> {
 /// A clause decided on a summary row, or `None` when it needs more.
 type RowTest<'a> = Box<dyn Fn(&ProfileSummary) -> Option<bool> + 'a>;
 
-/// The [`cost`] from which a condition reads more than the summary row.
-const PROFILE_COST: u32 = 8;
+/// A clause decided on a [`ScanRow`] alone: the commonest ones, compiled once per scan so that
+/// matching the condition is not repeated for every profile.
+#[derive(Debug, Clone, Copy)]
+enum ScanTest {
+    Reachable(bool),
+    /// The tier is at least `lo` and (with `hi`) below `hi`, or (`negate`) not.
+    Tier {
+        lo: FanTier,
+        hi: Option<FanTier>,
+        negate: bool,
+    },
+    /// The profile has events on one of these channels, or (`negate`) on none.
+    Channels {
+        mask: u16,
+        negate: bool,
+    },
+    Constant(bool),
+}
+
+impl ScanTest {
+    fn of(condition: &Condition) -> Option<ScanTest> {
+        Some(match condition {
+            Condition::Not(inner) => ScanTest::of(inner)?.negated(),
+            Condition::Compare { operand: Operand::Field(ProfileField::Reachable), op, value: Scalar::Bool(b) }
+                if matches!(op, CmpOp::Eq | CmpOp::Ne) =>
+            {
+                ScanTest::Reachable(*b != (*op == CmpOp::Ne))
+            }
+            Condition::Compare { operand: Operand::Field(ProfileField::Tier), op, value: Scalar::Tier(tier) } => {
+                let above = FanTier::ALL.iter().copied().find(|higher| higher > tier);
+                let at_least = |lo: FanTier, negate: bool| ScanTest::Tier { lo, hi: None, negate };
+                match (op, above) {
+                    (CmpOp::Ge, _) => at_least(*tier, false),
+                    (CmpOp::Lt, _) => at_least(*tier, true),
+                    (CmpOp::Gt, Some(higher)) => at_least(higher, false),
+                    (CmpOp::Gt, None) => ScanTest::Constant(false),
+                    (CmpOp::Le, Some(higher)) => at_least(higher, true),
+                    (CmpOp::Le, None) => ScanTest::Constant(true),
+                    (CmpOp::Eq, hi) => ScanTest::Tier { lo: *tier, hi, negate: false },
+                    (CmpOp::Ne, hi) => ScanTest::Tier { lo: *tier, hi, negate: true },
+                }
+            }
+            Condition::Compare { operand: Operand::Field(ProfileField::Channel), op, value: Scalar::Channel(c) }
+                if matches!(op, CmpOp::Eq | CmpOp::Ne) =>
+            {
+                ScanTest::Channels { mask: 1 << c.code(), negate: *op == CmpOp::Ne }
+            }
+            Condition::In { operand: Operand::Field(ProfileField::Channel), values } => {
+                let mask = values.iter().fold(0, |mask, v| match v {
+                    Scalar::Channel(c) => mask | 1 << c.code(),
+                    _ => mask,
+                });
+                ScanTest::Channels { mask, negate: false }
+            }
+            _ => return None,
+        })
+    }
+
+    fn negated(self) -> ScanTest {
+        match self {
+            ScanTest::Reachable(b) => ScanTest::Reachable(!b),
+            ScanTest::Tier { lo, hi, negate } => ScanTest::Tier { lo, hi, negate: !negate },
+            ScanTest::Channels { mask, negate } => ScanTest::Channels { mask, negate: !negate },
+            ScanTest::Constant(b) => ScanTest::Constant(!b),
+        }
+    }
+
+    fn holds(&self, row: &ScanRow, t: Millis, rules: &ScoringRules) -> bool {
+        match *self {
+            ScanTest::Reachable(b) => row.reachable == b,
+            ScanTest::Tier { lo, hi, negate } => {
+                let within = row.tier_at_least(lo, t, rules) & !hi.is_some_and(|hi| row.tier_at_least(hi, t, rules));
+                within != negate
+            }
+            ScanTest::Channels { mask, negate } => (row.channels & mask != 0) != negate,
+            ScanTest::Constant(b) => b,
+        }
+    }
+
+    /// [`Self::holds`] for up to 64 rows, as bits: the test is matched once, then a tight loop.
+    fn mask(&self, rows: &[ScanRow], t: Millis, rules: &ScoringRules) -> u64 {
+        match *self {
+            ScanTest::Reachable(b) => mask(rows, |row| row.reachable == b),
+            ScanTest::Tier { lo, hi: None, negate } => mask(rows, |row| row.tier_at_least(lo, t, rules) != negate),
+            ScanTest::Channels { mask: channels, negate } => mask(rows, |row| (row.channels & channels != 0) != negate),
+            ScanTest::Constant(b) => mask(rows, |_| b),
+            ScanTest::Tier { .. } => mask(rows, |row| self.holds(row, t, rules)),
+        }
+    }
+}
+
+/// Bit `i` set when `test(rows[i])` (for up to 64 rows).
+#[inline(always)]
+fn mask(rows: &[ScanRow], test: impl Fn(&ScanRow) -> bool) -> u64 {
+    debug_assert!(rows.len() <= 64);
+    rows.iter().enumerate().fold(0, |bits, (i, row)| bits | u64::from(test(row)) << i)
+}
 
 /// A rough relative price of deciding a condition for one profile: reading the summary row is
 /// 1, following the profile to its facts, tags, identities or traits costs a cache miss and a
@@ -375,42 +493,13 @@ impl Evaluator<'_> {
     /// first, so it is plain matching: no closures, no allocation.
     fn on_summary(&self, condition: &Condition, s: &ProfileSummary) -> Option<bool> {
         let (t, rules) = (self.t, &self.state.rules);
+        if let Some(test) = ScanTest::of(condition) {
+            return Some(test.holds(&s.scan_row(), t, rules));
+        }
         let decided = match condition {
-            Condition::And(items) => {
-                let mut undecided = false;
-                for item in items {
-                    match self.on_summary(item, s) {
-                        Some(false) => return Some(false),
-                        Some(true) => {}
-                        None => undecided = true,
-                    }
-                }
-                return (!undecided).then_some(true);
-            }
-            Condition::Or(items) => {
-                let mut undecided = false;
-                for item in items {
-                    match self.on_summary(item, s) {
-                        Some(true) => return Some(true),
-                        Some(false) => {}
-                        None => undecided = true,
-                    }
-                }
-                return (!undecided).then_some(false);
-            }
+            Condition::And(items) => return self.junction_on_summary(items, s, false),
+            Condition::Or(items) => return self.junction_on_summary(items, s, true),
             Condition::Not(inner) => !self.on_summary(inner, s)?,
-            Condition::Compare { operand: Operand::Field(ProfileField::Channel), op, value } => {
-                let member = matches!(value, Scalar::Channel(c) if s.has_channel(*c));
-                member != (*op == CmpOp::Ne)
-            }
-            Condition::In { operand: Operand::Field(ProfileField::Channel), values } => {
-                values.iter().any(|v| matches!(v, Scalar::Channel(c) if s.has_channel(*c)))
-            }
-            Condition::Compare { operand: Operand::Field(ProfileField::Tier), op, value: Scalar::Tier(tier) }
-                if !matches!(op, CmpOp::Eq | CmpOp::Ne) =>
-            {
-                tier_order(s, *op, *tier, t, rules)
-            }
             Condition::Compare { operand: Operand::Field(ProfileField::Rfm | ProfileField::Orders365d), .. }
             | Condition::In { operand: Operand::Field(ProfileField::Rfm | ProfileField::Orders365d), .. } => {
                 return self.rfm_on_summary(condition, s);
@@ -442,6 +531,20 @@ impl Evaluator<'_> {
             _ => return None,
         };
         Some(decided)
+    }
+
+    /// `and` (`stop` false) or `or` (`stop` true) of `items` on the row: `stop` as soon as one
+    /// item is `stop`, the other value when all are decided and none is, else undecided.
+    fn junction_on_summary(&self, items: &[Condition], s: &ProfileSummary, stop: bool) -> Option<bool> {
+        let mut undecided = false;
+        for item in items {
+            match self.on_summary(item, s) {
+                Some(value) if value == stop => return Some(stop),
+                Some(_) => {}
+                None => undecided = true,
+            }
+        }
+        (!undecided).then_some(!stop)
     }
 
     /// Could the profile have an event of the selector's type?
@@ -515,20 +618,6 @@ fn summary_value(field: ProfileField, s: &ProfileSummary, t: Millis, rules: &Sco
         | ProfileField::FirstSeen
         | ProfileField::LastSeen => return None,
     })
-}
-
-/// `tier < | <= | > | >= tier`, through [`ProfileSummary::tier_at_least`] (two integer
-/// comparisons for most profiles).
-fn tier_order(s: &ProfileSummary, op: CmpOp, tier: FanTier, t: Millis, rules: &ScoringRules) -> bool {
-    let at_least = |tier: FanTier| s.tier_at_least(tier, t, rules);
-    let above = FanTier::ALL.iter().copied().find(|higher| *higher > tier);
-    match op {
-        CmpOp::Ge => at_least(tier),
-        CmpOp::Lt => !at_least(tier),
-        CmpOp::Gt => above.is_some_and(at_least),
-        CmpOp::Le => above.is_none_or(|higher| !at_least(higher)),
-        CmpOp::Eq | CmpOp::Ne => compare(&Val::Tier(s.tier_at(t, rules)), op, &Scalar::Tier(tier)),
-    }
 }
 
 fn time_test(at: Millis, test: &TimeTest, t: Millis) -> bool {
