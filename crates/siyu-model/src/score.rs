@@ -574,7 +574,8 @@ pub struct ScanRow {
 }
 
 impl ScanRow {
-    /// Affinity (unrounded) at `t >= last_ts`.
+    /// Affinity (unrounded) at `t >= last_ts` (0 without events: the summary of no events has
+    /// an affinity of 0).
     pub fn affinity_raw_at(&self, t: Millis, rules: &ScoringRules) -> f64 {
         if self.affinity_at_last == 0.0 {
             return 0.0;
@@ -636,12 +637,9 @@ impl ProfileSummary {
         self.channels & (1 << channel.code()) != 0
     }
 
-    /// Affinity (unrounded) at `t >= last_ts`.
+    /// Affinity (unrounded) at `t >= last_ts`; see [`ScanRow::affinity_raw_at`].
     pub fn affinity_raw_at(&self, t: Millis, rules: &ScoringRules) -> f64 {
-        if self.event_count == 0 {
-            return 0.0;
-        }
-        self.affinity_at_last * rules.decay(t.0 - self.last_ts.0)
+        self.scan_row().affinity_raw_at(t, rules)
     }
 
     /// The displayed affinity at `t`: `max(0, score)` rounded to two decimals.

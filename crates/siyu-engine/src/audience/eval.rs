@@ -3,8 +3,9 @@
 //! what saving, previewing and the time sweep need).
 //!
 //! Profile fields are read from the dense [`ScanRow`] and [`ProfileSummary`] rows (40 and 112
-//! bytes a profile, scanned in id order) rather than from the profiles themselves; event aggregates from the profile's
-//! facts, which are sorted by time, so a window is a binary search and a suffix scan. A full
+//! bytes a profile, scanned in id order) rather than from the profiles themselves; event
+//! aggregates from the profile's facts, which are sorted by time, so a window is a binary search
+//! and a suffix scan. A full
 //! evaluation works clause by clause on sets of ids: an `and` evaluates each clause only over
 //! the profiles the clauses before it kept, an `or` only over those not yet in, and clauses are
 //! put cheapest first ([`cheapest_first`]), so the fact scans run over few profiles. Comparisons
