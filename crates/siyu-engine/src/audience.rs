@@ -487,6 +487,19 @@ impl TenantState {
         }
     }
 
+    /// Is this tag operation about the live profile `live`: made on it, on a profile merged into
+    /// it, or on an identity it now holds? (What its tag history and activity list.)
+    pub(crate) fn tag_op_concerns(&self, op: &TagOp, live: ProfileId) -> bool {
+        op.profile_id == i64::from(live)
+            || self.resolve(op.profile_id as ProfileId) == Some(live)
+            || self.profile(live).is_some_and(|profile| {
+                profile
+                    .identities
+                    .iter()
+                    .any(|l| l.identity.kind.as_str() == op.identity_kind && l.identity.value == op.identity_value)
+            })
+    }
+
     /// Applies one manual tag operation to the profile holding its identity; returns that profile
     /// when its tags changed.
     pub fn apply_tag_op(&mut self, op: TagOp) -> Option<ProfileId> {

@@ -87,10 +87,8 @@ impl Members {
 
     /// The members for which `keep` holds.
     pub fn filter(&self, mut keep: impl FnMut(ProfileId) -> bool) -> Members {
-        let mut bits = vec![0u64; self.bits.len()];
-        for (i, word) in self.bits.iter().enumerate() {
-            let mut w = *word;
-            let mut kept = 0u64;
+        self.filter_words(|i, word| {
+            let (mut w, mut kept) = (word, 0u64);
             while w != 0 {
                 let bit = w.trailing_zeros();
                 w &= w - 1;
@@ -98,9 +96,8 @@ impl Members {
                     kept |= 1 << bit;
                 }
             }
-            bits[i] = kept;
-        }
-        Members::from_words(bits)
+            kept
+        })
     }
 
     /// [`Members::filter`] for a `keep` that reads memory which is rarely in cache: the

@@ -633,10 +633,6 @@ impl ProfileSummary {
         }
     }
 
-    pub fn has_channel(&self, channel: Channel) -> bool {
-        self.channels & (1 << channel.code()) != 0
-    }
-
     /// Affinity (unrounded) at `t >= last_ts`; see [`ScanRow::affinity_raw_at`].
     pub fn affinity_raw_at(&self, t: Millis, rules: &ScoringRules) -> f64 {
         self.scan_row().affinity_raw_at(t, rules)

@@ -126,14 +126,7 @@ impl Engine {
                 .filter(|(key, _)| older(key))
                 .take(limit)
                 .collect();
-            let mine = |op: &siyu_store::TagOp| {
-                op.profile_id == i64::from(live)
-                    || state.resolve(op.profile_id as ProfileId) == Some(live)
-                    || profile
-                        .identities
-                        .iter()
-                        .any(|l| l.identity.kind.as_str() == op.identity_kind && l.identity.value == op.identity_value)
-            };
+            let mine = |op: &siyu_store::TagOp| state.tag_op_concerns(op, live);
             let tags =
                 state.audience.tag_ops.iter().enumerate().rev().filter(|(_, op)| mine(op)).filter_map(|(i, op)| {
                     let key = ActivityCursor { at: op.at.0, rank: 1, id: i as i64 };

@@ -548,14 +548,7 @@ impl Engine {
         })?;
         let profile = state.profile(id).ok_or(EngineError::NoSuchProfile(id))?;
         let tags = profile.tags.iter().filter_map(|t| state.audience.tag_name(*t)).map(str::to_string).collect();
-        let mine = |op: &&TagOp| {
-            op.profile_id == i64::from(id)
-                || state.resolve(op.profile_id as ProfileId) == Some(id)
-                || profile
-                    .identities
-                    .iter()
-                    .any(|l| l.identity.kind.as_str() == op.identity_kind && l.identity.value == op.identity_value)
-        };
+        let mine = |op: &&TagOp| state.tag_op_concerns(op, id);
         let history = state
             .audience
             .tag_ops
