@@ -22,7 +22,9 @@ use siyu_model::{EventType, Millis, ProfileId, Seq};
 use siyu_store::{MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};
 
 pub use crate::members::Members;
+use crate::profiles::{Change, Profiles};
 use crate::state::TenantState;
+use crate::subscriber::Subscriber;
 pub use eval::{cheapest_first, Evaluator};
 
 /// How often time-dependent segments are re-evaluated over every profile.
@@ -72,8 +74,6 @@ pub struct Audience {
     tracking: bool,
     /// Profiles touched since the last refresh, and how.
     dirty: Vec<(ProfileId, Touch)>,
-    /// How many merge records the last refresh saw (merged-away profiles leave their segments).
-    merges_seen: usize,
     /// Event properties kept for conditions that filter on them (`where properties.x = …`),
     /// by log position, for the event types in `property_types` only.
     properties: FxHashMap<Seq, serde_json::Value>,
@@ -83,6 +83,25 @@ pub struct Audience {
     means: Option<RfmMeans>,
     /// Rule-tag operations (actor `rule:<tag id>`) recorded in `tag_ops` but not stored yet.
     unsaved_rule_ops: Vec<TagOp>,
+}
+
+impl Subscriber for Audience {
+    /// Keeps the event's properties if a condition filters on them, and notes the profiles whose
+    /// memberships the next refresh decides again (merged-away ones leave every segment).
+    fn on_change(&mut self, _profiles: &Profiles, change: &Change<'_>) {
+        if let Some(properties) = change.properties {
+            self.keep_properties(change.seq, change.code, properties);
+        }
+        let touch = match change.created {
+            true => Touch::Created,
+            false => Touch::Event { code: change.code, traits: change.traits },
+        };
+        self.touched(change.profile, touch);
+        for merged in &change.absorbed {
+            self.touched(*merged, Touch::MergedAway);
+            self.touched(change.profile, Touch::Absorbed);
+        }
+    }
 }
 
 /// An entry of the audience: a segment or a rule tag (their ids are separate).
@@ -260,7 +279,7 @@ impl Audience {
         }
     }
 
-    pub(crate) fn touched(&mut self, profile: ProfileId, touch: Touch) {
+    fn touched(&mut self, profile: ProfileId, touch: Touch) {
         if self.tracking && !self.segments.is_empty() {
             self.dirty.push((profile, touch));
         }
@@ -441,7 +460,7 @@ impl TenantState {
         means: &RfmMeans,
     ) -> Option<(siyu_model::condition::ProfileSnapshot, Vec<siyu_model::condition::PlainEventWithProps>)> {
         let profile = self.profile(id).filter(|p| p.merged_into.is_none())?;
-        let scores = self.scores_at(id, t)?;
+        let scores = self.at_when(id, crate::state::AsOf::current(t))?.scores(&self.rules);
         let events: Vec<siyu_model::condition::PlainEventWithProps> = profile
             .facts
             .iter()
@@ -534,6 +553,7 @@ impl TenantState {
     /// `now`; from here on memberships are kept current incrementally.
     pub fn finish_replay(&mut self, now: Millis) {
         self.apply_due_tag_ops(Seq::MAX);
+        self.flush_rfm();
         let schema = self.schema();
         let tenant = self.tenant;
         let check = |text: &str, what: &str, id: i64| {
@@ -563,7 +583,6 @@ impl TenantState {
         for index in 0..self.audience.segments.len() {
             self.evaluate_entry(index, now, None);
         }
-        self.audience.merges_seen = self.merges.len();
         self.audience.tracking = true;
     }
 
@@ -902,11 +921,6 @@ impl TenantState {
     /// for the segments (and rule tags) their events can affect, and removes merged-away profiles.
     pub fn refresh_audience(&mut self, t: Millis) -> Vec<MembershipChange> {
         let mut dirty = std::mem::take(&mut self.audience.dirty);
-        for merge in &self.merges[self.audience.merges_seen.min(self.merges.len())..] {
-            dirty.push((merge.merged, Touch::MergedAway));
-            dirty.push((merge.survivor, Touch::Absorbed));
-        }
-        self.audience.merges_seen = self.merges.len();
         let changes = if dirty.is_empty() || self.audience.segments.is_empty() {
             Vec::new()
         } else {

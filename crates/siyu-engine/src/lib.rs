@@ -3,13 +3,17 @@
 //! (identity resolution, profiles, scores). Reads are served from that state.
 
 pub mod audience;
+pub mod identity;
 pub mod intern;
 pub mod keys;
 pub mod members;
 pub mod metrics;
+pub mod profiles;
 pub mod query;
+mod rfm_index;
 pub mod slab;
 pub mod state;
+mod subscriber;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +23,13 @@ use rustc_hash::FxHashMap;
 use siyu_model::event::TimeLimits;
 use siyu_model::{CannotLink, Event, Industry, ProfileId, Seq, TenantId, TenantSettings};
 use siyu_model::{Channel, Fen, Millis};
-use siyu_store::{AppendOutcome, KeyKind, ReplayRow, Store, StoreError, TenantRecord};
+use siyu_store::{AppendOutcome, KeyKind, MembershipChange, ReplayRow, Store, StoreError, TenantRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
-pub use state::{EventRef, IdentityRef, TenantState};
+pub use profiles::{Change, EventRef, IdentityRef};
+pub use state::{AsOf, TenantState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -81,6 +86,14 @@ pub struct NewTenant {
     pub secret_key: String,
 }
 
+/// What `Engine::health` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub tenants: usize,
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+}
+
 /// Events queued for the pipeline; see [`Engine::submit`].
 pub struct Pending(oneshot::Receiver<Result<Vec<AppendOutcome>>>);
 
@@ -130,7 +143,7 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
@@ -188,6 +201,43 @@ impl Engine {
         let key = keys::generate(if kind == KeyKind::Write { "wk" } else { "sk" });
         self.store.add_key(tenant, kind, &keys::hash(&key)).await?;
         Ok(key)
+    }
+
+    /// The tenant's settings (scores, identity limits, event mapping, cannot-link rules).
+    pub fn settings(&self, tenant: TenantId) -> Result<TenantSettings> {
+        Ok(self.tenant(tenant)?.record.read().settings.clone())
+    }
+
+    /// The tenant's own names for Segment event types (`settings.event_mapping`), usually none;
+    /// cheaper than [`Engine::settings`] on the tracking path.
+    pub fn event_mapping(&self, tenant: TenantId) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(self.tenant(tenant)?.record.read().settings.event_mapping.clone())
+    }
+
+    /// A tenant's stored record by name, loaded or not.
+    pub async fn tenant_by_name(&self, name: &str) -> Result<Option<TenantRecord>> {
+        Ok(self.store.tenant_by_name(name).await?)
+    }
+
+    /// A tenant's stored record by id.
+    pub async fn tenant_record(&self, tenant: TenantId) -> Result<Option<TenantRecord>> {
+        Ok(self.store.tenant(tenant).await?)
+    }
+
+    /// Every tenant in the store.
+    pub async fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
+        Ok(self.store.tenants().await?)
+    }
+
+    /// Events in a tenant's log (as stored: including any not applied here yet).
+    pub async fn logged_events(&self, tenant: TenantId) -> Result<u64> {
+        Ok(self.store.event_count(tenant).await?)
+    }
+
+    /// Liveness: the store answers; how many tenants it holds and which back-end it is.
+    pub async fn health(&self) -> Result<Health> {
+        let tenants = self.store.tenants().await?.len();
+        Ok(Health { tenants, backend: format!("{:?}", self.store.backend()).to_lowercase() })
     }
 
     /// Which tenant a key belongs to, and what it may do.
@@ -263,7 +313,12 @@ impl Engine {
         Ok(rule)
     }
 
-    async fn rematerialise(&self, tenant: TenantId, runtime: &TenantRuntime, settings: TenantSettings) -> Result<()> {
+    async fn rematerialise(
+        &self,
+        tenant: TenantId,
+        runtime: &Arc<TenantRuntime>,
+        settings: TenantSettings,
+    ) -> Result<()> {
         let fresh = replay(&self.store, tenant, settings).await?;
         *runtime.state.write() = fresh;
         // Events appended while we replayed are folded in as any other process's would be.
@@ -345,13 +400,15 @@ fn apply_row(state: &mut TenantState, row: &ReplayRow<'_>) -> Result<(), StoreEr
         source_id: row.source_id.unwrap_or(""),
         group_id: row.group_id,
         traits: row.traits,
+        properties: None,
     };
     state.apply_ref(row.seq, &event);
     Ok(())
 }
 
-/// Applies log events between the state's position and `until` (exclusive; `None` = the end).
-async fn catch_up(store: &Arc<dyn Store>, runtime: &TenantRuntime, until: Option<Seq>) -> Result<u64> {
+/// Applies log events between the state's position and `until` (exclusive; `None` = the end):
+/// off the async workers when there are many, [`APPLY_CHUNK`] per write lock.
+async fn catch_up(store: &Arc<dyn Store>, runtime: &Arc<TenantRuntime>, until: Option<Seq>) -> Result<u64> {
     let (tenant, from) = {
         let state = runtime.state.read();
         (state.tenant, state.applied_seq)
@@ -367,14 +424,26 @@ async fn catch_up(store: &Arc<dyn Store>, runtime: &TenantRuntime, until: Option
             Ok(())
         })
         .await?;
-    let mut state = runtime.state.write();
-    let mut applied = 0;
-    for row in &missing {
-        if row.seq > state.applied_seq {
-            apply_row(&mut state, &row.borrow())?;
-            applied += 1;
+    let missing_len = missing.len();
+    let runtime = runtime.clone();
+    let apply = move || -> Result<u64, StoreError> {
+        let mut applied = 0;
+        for chunk in missing.chunks(APPLY_CHUNK) {
+            let mut state = runtime.state.write();
+            for row in chunk {
+                if row.seq > state.applied_seq {
+                    apply_row(&mut state, &row.borrow())?;
+                    applied += 1;
+                }
+            }
         }
-    }
+        Ok(applied)
+    };
+    let applied = if missing_len <= INLINE_APPLY_MAX {
+        apply()?
+    } else {
+        tokio::task::spawn_blocking(apply).await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))??
+    };
     Ok(applied)
 }
 
@@ -518,14 +587,27 @@ async fn run_applier(engine: Arc<Engine>, mut rx: mpsc::Receiver<CommittedGroup>
     }
 }
 
+/// A request of at most this many events is folded on the pipeline task itself (well under a
+/// millisecond); a larger one goes to the blocking pool, so no async worker is held up.
+const INLINE_APPLY_MAX: usize = 256;
+
+/// At most this many events are folded under one write lock: readers and the sweep wait on
+/// ingestion for a few milliseconds at most, however large the batch.
+const APPLY_CHUNK: usize = 4096;
+
+/// A committed group's events and outcomes, shared with the blocking pool while it folds them.
+type GroupEvents = Arc<(Vec<(TenantId, Event)>, Vec<AppendOutcome>)>;
+
 async fn apply_group(engine: &Engine, group: CommittedGroup) {
     let applied_at = Instant::now();
+    let CommittedGroup { requests, batch, outcomes } = group;
+    let events: GroupEvents = Arc::new((batch, outcomes));
     let mut offset = 0;
-    let mut replies = Vec::with_capacity(group.requests.len());
-    for (tenant, path, count, reply) in group.requests {
+    let mut replies = Vec::with_capacity(requests.len());
+    for (tenant, path, count, reply) in requests {
         let slice = offset..offset + count;
         offset += count;
-        let result = apply_request(engine, tenant, path, &group.batch[slice.clone()], &group.outcomes[slice]).await;
+        let result = apply_request(engine, tenant, path, &events, slice).await;
         replies.push((reply, result));
     }
     engine.metrics.apply_seconds.observe(applied_at.elapsed().as_secs_f64());
@@ -534,15 +616,26 @@ async fn apply_group(engine: &Engine, group: CommittedGroup) {
     }
 }
 
+/// What folding one request did, for the metrics.
+#[derive(Default)]
+struct Folded {
+    appended: u64,
+    duplicates: u64,
+    merges: u64,
+    refusals: u64,
+    created: u64,
+    membership: Vec<MembershipChange>,
+}
+
 async fn apply_request(
     engine: &Engine,
     tenant: TenantId,
     path: &'static str,
-    events: &[(TenantId, Event)],
-    outcomes: &[AppendOutcome],
+    events: &GroupEvents,
+    slice: std::ops::Range<usize>,
 ) -> Result<Vec<AppendOutcome>> {
     let runtime = engine.tenant(tenant)?;
-    let first_new = outcomes.iter().find_map(|o| match o {
+    let first_new = events.1[slice.clone()].iter().find_map(|o| match o {
         AppendOutcome::Appended(seq) => Some(*seq),
         AppendOutcome::Duplicate => None,
     });
@@ -552,32 +645,47 @@ async fn apply_request(
             catch_up(&engine.store, &runtime, Some(first)).await?;
         }
     }
-    let (mut appended, mut duplicates, mut merges, mut refusals, mut created) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let membership = {
+    let folded = if slice.len() <= INLINE_APPLY_MAX {
+        fold_request(&runtime, events, slice.clone())
+    } else {
+        let (runtime, events, slice) = (runtime.clone(), events.clone(), slice.clone());
+        tokio::task::spawn_blocking(move || fold_request(&runtime, &events, slice))
+            .await
+            .map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))?
+    };
+    engine.store_derived(tenant, Vec::new(), &folded.membership).await;
+    let label = metrics::PathLabel { path: path.to_string() };
+    engine.metrics.events_ingested.get_or_create(&label).inc_by(folded.appended);
+    engine.metrics.events_duplicate.get_or_create(&label).inc_by(folded.duplicates);
+    engine.metrics.merges.inc_by(folded.merges);
+    engine.metrics.merges_refused.inc_by(folded.refusals);
+    engine.metrics.profiles_created.inc_by(folded.created);
+    Ok(events.1[slice].to_vec())
+}
+
+/// Folds a request's appended events into the tenant's state, [`APPLY_CHUNK`] events per write
+/// lock, and keeps segment memberships current after each chunk.
+fn fold_request(runtime: &TenantRuntime, events: &GroupEvents, slice: std::ops::Range<usize>) -> Folded {
+    let mut folded = Folded::default();
+    let (events, outcomes) = (&events.0[slice.clone()], &events.1[slice]);
+    for (events, outcomes) in events.chunks(APPLY_CHUNK).zip(outcomes.chunks(APPLY_CHUNK)) {
         let mut state = runtime.state.write();
         for ((_, event), outcome) in events.iter().zip(outcomes) {
             match outcome {
                 AppendOutcome::Appended(seq) if *seq > state.applied_seq => {
-                    let done = state.apply(*seq, event);
-                    appended += 1;
-                    merges += u64::from(done.merges);
-                    refusals += u64::from(done.refusals);
-                    created += u64::from(done.created);
+                    let change = state.apply(*seq, event);
+                    folded.appended += 1;
+                    folded.merges += change.absorbed.len() as u64;
+                    folded.refusals += u64::from(change.refusals);
+                    folded.created += u64::from(change.created);
                 }
-                AppendOutcome::Appended(_) => appended += 1,
-                AppendOutcome::Duplicate => duplicates += 1,
+                AppendOutcome::Appended(_) => folded.appended += 1,
+                AppendOutcome::Duplicate => folded.duplicates += 1,
             }
         }
-        state.refresh_audience(Millis::now())
-    };
-    engine.store_derived(tenant, Vec::new(), &membership).await;
-    let label = metrics::PathLabel { path: path.to_string() };
-    engine.metrics.events_ingested.get_or_create(&label).inc_by(appended);
-    engine.metrics.events_duplicate.get_or_create(&label).inc_by(duplicates);
-    engine.metrics.merges.inc_by(merges);
-    engine.metrics.merges_refused.inc_by(refusals);
-    engine.metrics.profiles_created.inc_by(created);
-    Ok(outcomes.to_vec())
+        folded.membership.extend(state.refresh_audience(Millis::now()));
+    }
+    folded
 }
 
 /// Every [`SEGMENT_SWEEP_INTERVAL`], re-evaluates the segments time can change and records sizes.

@@ -1,11 +1,13 @@
-//! Prometheus metrics of the engine and the server, in one registry.
+//! Prometheus metrics of the engine, in the registry `/metrics` exposes; other crates (the
+//! server's HTTP metrics) register theirs in it with [`Metrics::register`].
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabel {
@@ -17,14 +19,8 @@ pub struct CodeLabel {
     pub code: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    pub route: String,
-    pub status: u16,
-}
-
 pub struct Metrics {
-    pub registry: Registry,
+    registry: Mutex<Registry>,
     /// Events durably appended, by ingestion path (api, segment, import, webhook).
     pub events_ingested: Family<PathLabel, Counter>,
     pub events_duplicate: Family<PathLabel, Counter>,
@@ -36,8 +32,6 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub commit_events: Histogram,
     pub apply_seconds: Histogram,
-    pub http_requests: Family<RouteLabel, Counter>,
-    pub http_seconds: Family<PathLabel, Histogram>,
     pub tenants_loaded: Gauge,
 }
 
@@ -53,10 +47,6 @@ impl Default for Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 18));
         let apply_seconds = Histogram::new(exponential_buckets(0.000_001, 2.0, 20));
-        let http_requests = Family::<RouteLabel, Counter>::default();
-        let http_seconds = Family::<PathLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-        });
         let tenants_loaded = Gauge::default();
         registry.register("events_ingested", "Events durably appended to the log", events_ingested.clone());
         registry.register(
@@ -79,11 +69,9 @@ impl Default for Metrics {
             "Time to apply one commit group to in-memory profiles",
             apply_seconds.clone(),
         );
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_seconds", "HTTP request latency by route", http_seconds.clone());
         registry.register("tenants_loaded", "Tenants whose state is in memory", tenants_loaded.clone());
         Metrics {
-            registry,
+            registry: Mutex::new(registry),
             events_ingested,
             events_duplicate,
             events_rejected,
@@ -93,8 +81,6 @@ impl Default for Metrics {
             commit_seconds,
             commit_events,
             apply_seconds,
-            http_requests,
-            http_seconds,
             tenants_loaded,
         }
     }
@@ -105,10 +91,16 @@ impl Metrics {
         self.events_rejected.get_or_create(&CodeLabel { code: code.to_string() }).inc();
     }
 
+    /// Adds a metric of another crate (named `siyu_<name>` like the engine's own).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry.lock().register(name, help, metric);
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock())
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -7,7 +7,7 @@ use siyu_model::{Channel, Identity, Millis, ProfileId, ProfileScores, TenantId};
 use siyu_store::StoredEvent;
 use utoipa::ToSchema;
 
-use crate::state::{Profile, TenantState};
+use crate::state::{AsOf, Profile, ProfileAt, TenantState};
 use crate::{Engine, EngineError, Result};
 
 /// How a caller names a profile.
@@ -231,7 +231,13 @@ fn name_of(profile: &Profile) -> Option<String> {
     ["name", "nickname", "username"].iter().find_map(|k| traits.get(*k)?.as_str().map(str::to_string))
 }
 
+/// A profile's traits as a JSON object (empty without any).
+fn traits_of(profile: &Profile) -> serde_json::Value {
+    serde_json::Value::Object(profile.traits.as_deref().cloned().unwrap_or_default())
+}
+
 impl TenantState {
+    /// The live profile a reference names, if it exists at `t` (has an event at or before it).
     pub fn find(&self, reference: &ProfileRef) -> Option<ProfileId> {
         match reference {
             ProfileRef::Id(id) => self.resolve(*id),
@@ -239,11 +245,15 @@ impl TenantState {
         }
     }
 
-    /// The full view of a live profile at `t`, RFM graded against `means` (the buyers at `t`).
-    pub fn view(&self, id: ProfileId, t: Millis, means: &RfmMeans) -> Option<ProfileView> {
-        let profile = self.profile(id)?;
-        let scores = self.scores_at(id, t)?;
-        let state = &profile.state;
+    /// The full view of a live profile at `t`, RFM graded against `means` (the buyers at `t`);
+    /// `None` if it has no event at or before `t`. Identities, merged ids and traits are what
+    /// is known now; every score, count, date and relationship is of the events up to `t`.
+    pub fn view(&self, id: ProfileId, when: AsOf, means: &RfmMeans) -> Option<ProfileView> {
+        let t = when.t;
+        let at = self.at_when(id, when)?;
+        let profile = at.profile;
+        let scores = at.scores(&self.rules);
+        let state = &*at.fold;
         let account = |(channel, account): (Channel, u32)| AccountView {
             channel: channel.to_string(),
             account: self.accounts.name(account).to_string(),
@@ -272,25 +282,47 @@ impl TenantState {
                 groups: state.joined_groups().map(|g| self.groups.name(g).to_string()).collect(),
                 consent_revoked: state.consent_revoked,
             },
-            first_seen: profile.facts.first().map(|f| f.ts.to_rfc3339()),
-            last_seen: profile.facts.last().map(|f| f.ts.to_rfc3339()),
-            event_count: profile.facts.len() as u32,
+            first_seen: at.facts.first().map(|f| f.ts.to_rfc3339()),
+            last_seen: at.facts.last().map(|f| f.ts.to_rfc3339()),
+            event_count: at.facts.len() as u32,
             first_touch: touch_view(self, &state.first_touch),
             last_touch: touch_view(self, &state.last_touch),
-            channels: channels_of(profile.state.channels),
-            traits: profile.traits.as_ref().map(|t| serde_json::Value::Object((**t).clone())).unwrap_or_default(),
+            channels: channels_of(state.channels),
+            traits: traits_of(profile),
             as_of: t.to_rfc3339(),
         })
     }
 
-    fn matches(&self, id: ProfileId, scores: &ProfileScores, filter: &ProfileFilter, means: &RfmMeans) -> bool {
-        let profile = &self.profile(id).expect("listed ids are live");
+    /// One list row of a profile as of `at.t`.
+    pub(crate) fn row(&self, at: &ProfileAt<'_>, scores: &ProfileScores, means: &RfmMeans) -> ProfileRow {
+        ProfileRow {
+            id: at.id,
+            name: name_of(at.profile),
+            identities: at.profile.identities.iter().take(4).map(|l| l.identity.to_string()).collect(),
+            affinity: scores.affinity,
+            tier: scores.tier.to_string(),
+            pool_stage: scores.pool_stage.to_string(),
+            ownership: scores.ownership.to_string(),
+            rfm: scores.rfm.map(|input| means.group(&input).to_string()),
+            net_revenue: yuan(scores.net_revenue.0),
+            last_seen: at.facts.last().map(|f| f.ts.to_rfc3339()),
+        }
+    }
+
+    /// The list row of a live profile at `t` (`None` if it has no event by then).
+    pub(crate) fn row_at(&self, id: ProfileId, when: AsOf, means: &RfmMeans) -> Option<ProfileRow> {
+        let at = self.at_when(id, when)?;
+        Some(self.row(&at, &at.scores(&self.rules), means))
+    }
+
+    fn matches(&self, at: &ProfileAt<'_>, scores: &ProfileScores, filter: &ProfileFilter, means: &RfmMeans) -> bool {
+        let profile = at.profile;
         filter.tier.is_none_or(|t| scores.tier == t)
             && filter.pool_stage.is_none_or(|p| scores.pool_stage == p)
             && filter.ownership.is_none_or(|o| scores.ownership == o)
             && filter.reachable.is_none_or(|r| scores.reachable == r)
             && filter.rfm.is_none_or(|g| scores.rfm.is_some_and(|input| means.group(&input) == g))
-            && filter.channel.is_none_or(|c| profile.state.channels & (1 << c.code()) != 0)
+            && filter.channel.is_none_or(|c| at.fold.channels & (1 << c.code()) != 0)
             && filter.tag.as_ref().is_none_or(|tag| {
                 let real = self.audience.tag_id(tag).is_some_and(|id| profile.tags.binary_search(&id).is_ok());
                 real || profile
@@ -306,38 +338,29 @@ impl TenantState {
             })
     }
 
-    /// A page of live profiles in id order after `cursor`.
-    pub fn list(&self, filter: &ProfileFilter, t: Millis, cursor: Option<ProfileId>, limit: usize) -> ProfilePage {
-        let means = self.rfm_means(t);
+    /// A page of the profiles that exist at `t`, in id order after `cursor`.
+    pub fn list(&self, filter: &ProfileFilter, when: AsOf, cursor: Option<ProfileId>, limit: usize) -> ProfilePage {
+        let means = self.rfm_means(when.t);
         let mut items = Vec::with_capacity(limit);
         let mut last = None;
         for id in self.profile_ids().filter(|id| cursor.is_none_or(|c| *id > c)) {
-            let scores = self.scores_at(id, t).expect("live profile");
-            if !self.matches(id, &scores, filter, &means) {
+            let Some(at) = self.at_when(id, when) else { continue };
+            let scores = at.scores(&self.rules);
+            if !self.matches(&at, &scores, filter, &means) {
                 continue;
             }
             if items.len() == limit {
                 return ProfilePage { items, next_cursor: last.map(|l: ProfileId| l.to_string()) };
             }
-            let profile = self.profile(id).expect("live profile");
-            items.push(ProfileRow {
-                id,
-                name: name_of(profile),
-                identities: profile.identities.iter().take(4).map(|l| l.identity.to_string()).collect(),
-                affinity: scores.affinity,
-                tier: scores.tier.to_string(),
-                pool_stage: scores.pool_stage.to_string(),
-                ownership: scores.ownership.to_string(),
-                rfm: scores.rfm.map(|input| means.group(&input).to_string()),
-                net_revenue: yuan(scores.net_revenue.0),
-                last_seen: profile.facts.last().map(|f| f.ts.to_rfc3339()),
-            });
+            items.push(self.row(&at, &scores, &means));
             last = Some(id);
         }
         ProfilePage { items, next_cursor: None }
     }
 
-    pub fn summary(&self, t: Millis) -> TenantSummary {
+    /// The tenant at `t`: only profiles and events that exist by then count.
+    pub fn summary(&self, when: AsOf) -> TenantSummary {
+        let t = when.t;
         let means = self.rfm_means(t);
         let mut tiers = [0u64; 4];
         let mut pools = [0u64; 4];
@@ -348,9 +371,10 @@ impl TenantState {
         let mut net = 0i64;
         let mut repeat_buyers = 0u64;
         for id in self.profile_ids() {
-            let scores = self.scores_at(id, t).expect("live profile");
-            let profile = self.profile(id).expect("live profile");
+            let Some(at) = self.at_when(id, when) else { continue };
+            let scores = at.scores(&self.rules);
             s.profiles += 1;
+            s.events += at.facts.len() as u64;
             tiers[scores.tier as usize] += 1;
             pools[scores.pool_stage as usize] += 1;
             owners[scores.ownership as usize] += 1;
@@ -358,7 +382,7 @@ impl TenantState {
                 rfm[means.group(&input) as usize] += 1;
             }
             for c in Channel::ALL {
-                if profile.state.channels & (1 << c.code()) != 0 {
+                if at.fold.channels & (1 << c.code()) != 0 {
                     channels[c as usize] += 1;
                 }
             }
@@ -371,11 +395,12 @@ impl TenantState {
             s.refunds += u64::from(scores.refunded_orders);
             net += scores.net_revenue.0;
         }
-        s.events = self.event_count;
         s.net_revenue = yuan(net);
         s.repurchase_rate = if s.buyers == 0 { 0.0 } else { repeat_buyers as f64 / s.buyers as f64 };
-        s.merges = self.merges.len() as u64;
-        s.refused_merges = self.refusal_count;
+        s.merges = self.merges.iter().filter(|m| m.at <= t).count() as u64;
+        // Refusals past the kept ones are counted whatever their time (see REFUSALS_KEPT).
+        let unkept = self.refusal_count - self.refusals.len() as u64;
+        s.refused_merges = self.refusals.iter().filter(|r| r.at <= t).count() as u64 + unkept;
         s.tiers = FanTier::ALL
             .iter()
             .map(|t| Count { key: t.to_string(), label: t.label_zh().into(), count: tiers[*t as usize] })
@@ -400,14 +425,14 @@ impl TenantState {
         s
     }
 
-    /// Every (channel, account) the tenant's events name, with its audience.
-    pub fn accounts(&self) -> Vec<AccountSummary> {
+    /// Every (channel, account) the tenant's events up to `t` name, with its audience at `t`.
+    pub fn accounts(&self, when: AsOf) -> Vec<AccountSummary> {
         let mut rows: std::collections::BTreeMap<(Channel, u32), AccountSummary> = Default::default();
         let mut seen: Vec<(Channel, u32)> = Vec::new();
         for id in self.profile_ids() {
-            let profile = self.profile(id).expect("live profile");
+            let Some(at) = self.at_when(id, when) else { continue };
             seen.clear();
-            for fact in &profile.facts {
+            for fact in at.facts {
                 let key = (fact.channel, fact.account);
                 let entry = rows.entry(key).or_insert_with(|| AccountSummary {
                     channel: fact.channel.to_string(),
@@ -424,7 +449,7 @@ impl TenantState {
                     entry.people += 1;
                 }
             }
-            let state = &profile.state;
+            let state = &*at.fold;
             for key in state.followed_accounts() {
                 if let Some(entry) = rows.get_mut(&key) {
                     entry.followers += 1;
@@ -484,10 +509,13 @@ impl Engine {
     ) -> Result<Option<ProfileView>> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let t = as_of.unwrap_or_else(Millis::now);
+        let when = AsOf::of(as_of);
         let Some(id) = state.find(reference) else { return Ok(None) };
-        let means = state.rfm_means(t);
-        Ok(state.view(id, t, &means))
+        if state.at_when(id, when).is_none() {
+            return Ok(None);
+        }
+        let means = state.rfm_means(when.t);
+        Ok(state.view(id, when, &means))
     }
 
     pub fn list_profiles(
@@ -500,13 +528,38 @@ impl Engine {
     ) -> Result<ProfilePage> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        Ok(state.list(filter, as_of.unwrap_or_else(Millis::now), cursor, limit))
+        Ok(state.list(filter, AsOf::of(as_of), cursor, limit))
     }
 
     pub fn summary(&self, tenant: TenantId, as_of: Option<Millis>) -> Result<TenantSummary> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        Ok(state.summary(as_of.unwrap_or_else(Millis::now)))
+        Ok(state.summary(AsOf::of(as_of)))
+    }
+
+    /// The merges that built a profile (found by any of its ids), with the evidence of each.
+    pub fn merge_history(&self, tenant: TenantId, id: ProfileId) -> Result<Vec<MergeView>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        let live = state.resolve(id).ok_or(EngineError::NoSuchProfile(id))?;
+        Ok(state.merge_history(live))
+    }
+
+    /// The latest refused merges and links, newest first.
+    pub fn refusals(&self, tenant: TenantId, limit: usize) -> Result<Vec<RefusalView>> {
+        Ok(self.tenant(tenant)?.state.read().refusal_views(limit))
+    }
+
+    /// The live profile holding an identity now.
+    pub fn holder_of(&self, tenant: TenantId, identity: &Identity) -> Result<Option<ProfileId>> {
+        Ok(self.tenant(tenant)?.state.read().lookup(identity))
+    }
+
+    /// The tenant's channel accounts with their audience, now or as of a past time.
+    pub fn accounts(&self, tenant: TenantId, as_of: Option<Millis>) -> Result<Vec<AccountSummary>> {
+        let runtime = self.tenant(tenant)?;
+        let state = runtime.state.read();
+        Ok(state.accounts(AsOf::of(as_of)))
     }
 
     /// A profile's events, newest first, before log position `before` (exclusive).

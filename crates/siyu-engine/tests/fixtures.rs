@@ -106,7 +106,7 @@ async fn fixture_scores(url: &str) {
     assert!(summary.merges > 0);
 
     // The matrix accounts: each named by the events, all events accounted for.
-    let accounts = engine.tenant(tenant).unwrap().state.read().accounts();
+    let accounts = engine.accounts(tenant, None).unwrap();
     let names: Vec<(String, String)> = accounts.iter().map(|a| (a.channel.clone(), a.account.clone())).collect();
     assert!(
         names.contains(&("douyin".into(), "brand-main".into()))

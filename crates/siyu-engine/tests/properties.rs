@@ -177,6 +177,20 @@ fn expected_people(events: &[Event]) -> Vec<BTreeSet<Identity>> {
     groups.into_values().collect()
 }
 
+/// Every per-profile score equals the reference evaluator's.
+fn same_scores(scores: &siyu_model::ProfileScores, reference: &naive::NaiveScores) -> Result<(), TestCaseError> {
+    prop_assert_eq!(scores.affinity, reference.affinity);
+    prop_assert!((scores.affinity_raw - reference.affinity_raw).abs() < 1e-9);
+    prop_assert_eq!(scores.tier, reference.tier);
+    prop_assert_eq!(scores.reachable, reference.reachable);
+    prop_assert_eq!(scores.pool_stage, reference.pool_stage);
+    prop_assert_eq!(scores.ownership, reference.ownership);
+    prop_assert_eq!(scores.net_paid_orders, reference.net_paid_orders);
+    prop_assert_eq!(scores.net_revenue, reference.net_revenue);
+    prop_assert_eq!(scores.orders_365d, reference.orders_365d);
+    Ok(())
+}
+
 fn check_state(state: &TenantState, events: &[Event], t: Millis) -> Result<(), TestCaseError> {
     // Profiles are exactly the identity components.
     let mut actual: Vec<BTreeSet<Identity>> = state
@@ -189,36 +203,14 @@ fn check_state(state: &TenantState, events: &[Event], t: Millis) -> Result<(), T
     prop_assert_eq!(&actual, &expected);
 
     // Every profile's scores equal the reference evaluator over the events attributed to it.
-    let by_message: HashMap<&str, &Event> = events.iter().map(|e| (e.message_id.as_str(), e)).collect();
     let mut population = Vec::new();
     let mut folded = Vec::new();
-    for id in state.profile_ids() {
+    for (id, mine) in events_by_profile(state, events) {
         let profile = state.profile(id).unwrap();
-        let identities: BTreeSet<&Identity> = profile.identities.iter().map(|l| &l.identity).collect();
-        let mine: Vec<PlainEvent> = by_message
-            .values()
-            .filter(|e| e.identities.iter().any(|i| identities.contains(i)))
-            .map(|e| PlainEvent {
-                event_type: e.kind.as_str().to_string(),
-                channel: e.channel,
-                account: e.account.clone(),
-                group_id: e.group_id.clone(),
-                ts: e.timestamp,
-                amount: e.amount.unwrap_or_default(),
-            })
-            .collect();
         prop_assert_eq!(mine.len(), profile.facts.len(), "events attributed to profile {}", id);
         let reference = naive::evaluate(&mine, t, &state.settings.scores);
         let scores = state.scores_at(id, t).unwrap();
-        prop_assert_eq!(scores.affinity, reference.affinity);
-        prop_assert!((scores.affinity_raw - reference.affinity_raw).abs() < 1e-9);
-        prop_assert_eq!(scores.tier, reference.tier);
-        prop_assert_eq!(scores.reachable, reference.reachable);
-        prop_assert_eq!(scores.pool_stage, reference.pool_stage);
-        prop_assert_eq!(scores.ownership, reference.ownership);
-        prop_assert_eq!(scores.net_paid_orders, reference.net_paid_orders);
-        prop_assert_eq!(scores.net_revenue, reference.net_revenue);
-        prop_assert_eq!(scores.orders_365d, reference.orders_365d);
+        same_scores(&scores, &reference)?;
         population.push(reference);
         folded.push(scores.rfm);
     }
@@ -231,14 +223,99 @@ fn check_state(state: &TenantState, events: &[Event], t: Millis) -> Result<(), T
     Ok(())
 }
 
-fn snapshot(state: &TenantState, t: Millis) -> Vec<(Vec<String>, String)> {
-    let mut out: Vec<_> = state
+/// The events of each live profile (deduplicated by message_id), as the reference reads them.
+fn events_by_profile(state: &TenantState, events: &[Event]) -> Vec<(u32, Vec<PlainEvent>)> {
+    let mut seen = BTreeSet::new();
+    let unique: Vec<&Event> = events.iter().filter(|e| seen.insert(e.message_id.clone())).collect();
+    state
         .profile_ids()
         .map(|id| {
+            let identities: BTreeSet<&Identity> =
+                state.profile(id).unwrap().identities.iter().map(|l| &l.identity).collect();
+            let mine = unique
+                .iter()
+                .filter(|e| e.identities.iter().any(|i| identities.contains(i)))
+                .map(|e| PlainEvent {
+                    event_type: e.kind.as_str().to_string(),
+                    channel: e.channel,
+                    account: e.account.clone(),
+                    group_id: e.group_id.clone(),
+                    ts: e.timestamp,
+                    amount: e.amount.unwrap_or_default(),
+                })
+                .collect();
+            (id, mine)
+        })
+        .collect()
+}
+
+/// Everything a profile, the summary and the accounts view say as of `t` depends only on the
+/// events up to `t`: each profile equals the reference over its events up to `t` (and does not
+/// exist without one), RFM groups are graded against the buyers at `t`, and the tenant summary
+/// counts what existed then.
+fn check_as_of(state: &TenantState, events: &[Event], t: Millis) -> Result<(), TestCaseError> {
+    let mut population = Vec::new();
+    let mut graded = Vec::new();
+    let (mut people, mut known_events) = (0u64, 0u64);
+    let means = state.rfm_means(t);
+    for (id, mine) in events_by_profile(state, events) {
+        let past: Vec<&PlainEvent> = mine.iter().filter(|e| e.ts <= t).collect();
+        let view = state.view(id, siyu_engine::AsOf::past(t), &means);
+        if past.is_empty() {
+            prop_assert!(state.scores_at(id, t).is_none(), "profile {} has no event by {:?} yet has scores", id, t);
+            prop_assert!(view.is_none(), "profile {} has no event by {:?} yet has a view", id, t);
+            continue;
+        }
+        people += 1;
+        known_events += past.len() as u64;
+        let reference = naive::evaluate(&mine, t, &state.settings.scores);
+        same_scores(&state.scores_at(id, t).unwrap(), &reference)?;
+        let view = view.unwrap();
+        let first = past.iter().map(|e| e.ts).min().unwrap();
+        let last = past.iter().map(|e| e.ts).max().unwrap();
+        prop_assert_eq!(view.first_seen, Some(first.to_rfc3339()));
+        prop_assert_eq!(view.last_seen, Some(last.to_rfc3339()));
+        prop_assert_eq!(view.event_count as usize, past.len());
+        let mut channels: Vec<String> = past.iter().map(|e| e.channel.to_string()).collect();
+        channels.sort();
+        channels.dedup();
+        let mut shown = view.channels.clone();
+        shown.sort();
+        prop_assert_eq!(shown, channels);
+        graded.push(view.scores.rfm.clone());
+        population.push(reference);
+    }
+    let expected: Vec<Option<String>> =
+        naive::rfm_groups(&population).into_iter().map(|g| g.map(|g| g.to_string())).collect();
+    prop_assert_eq!(&graded, &expected, "RFM groups as of {:?}", t);
+    // The index's means are those of the buyers' inputs at t, the long way round.
+    let long_way = siyu_model::score::RfmMeans::from_inputs(&state.rfm_inputs_in(state.live(), t));
+    prop_assert_eq!(means.buyers, long_way.buyers);
+    prop_assert!((means.recency_days - long_way.recency_days).abs() < 1e-9);
+    prop_assert!((means.monetary_fen - long_way.monetary_fen).abs() < 1e-6);
+    let summary = state.summary(siyu_engine::AsOf::past(t));
+    prop_assert_eq!(summary.profiles, people);
+    prop_assert_eq!(summary.events, known_events);
+    let rfm_counted: u64 = summary.rfm.iter().map(|c| c.count).sum();
+    prop_assert_eq!(rfm_counted, expected.iter().filter(|g| g.is_some()).count() as u64);
+    let account_events: u64 = state.accounts(siyu_engine::AsOf::past(t)).iter().map(|a| a.events).sum();
+    prop_assert_eq!(account_events, known_events);
+    Ok(())
+}
+
+/// Who is who and every score, at `t`, in a comparable form (profiles without events by `t`
+/// are absent; RFM groups graded against the buyers at `t`).
+fn snapshot(state: &TenantState, t: Millis) -> Vec<(Vec<String>, String)> {
+    let means = state.rfm_means(t);
+    let mut out: Vec<_> = state
+        .profile_ids()
+        .filter_map(|id| {
             let mut ids: Vec<String> =
                 state.profile(id).unwrap().identities.iter().map(|l| l.identity.to_string()).collect();
             ids.sort();
-            (ids, format!("{:?}", state.scores_at(id, t).unwrap()))
+            let scores = state.scores_at(id, t)?;
+            let group = scores.rfm.map(|input| means.group(&input));
+            Some((ids, format!("{scores:?} {group:?}")))
         })
         .collect();
     out.sort();
@@ -248,34 +325,14 @@ fn snapshot(state: &TenantState, t: Millis) -> Vec<(Vec<String>, String)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// In-memory: incremental fold == naive evaluation == union-find, at several evaluation times.
+    /// In-memory: incremental fold == naive evaluation == union-find, at the end of the history
+    /// and "as of" a random time inside it (where later events must not count).
     #[test]
-    fn incremental_equals_reference(specs in prop::collection::vec(spec(), 1..120), t_day in 0..450i64) {
+    fn incremental_equals_reference(specs in prop::collection::vec(spec(), 1..120), t_day in 0..450i64, t_minute in 0..1440i64) {
         let events = build(&specs);
         let state = fold_state(&events);
-        let t = Millis(T0 + t_day * DAY);
-        // Only events at or before t may count: evaluate against the events known by then too.
-        let known: Vec<Event> = events.clone();
-        check_state(&state, &known, Millis(T0 + 500 * DAY))?;
-        // An "as of" evaluation in the past folds the prefix; it must equal the reference at t.
-        for id in state.profile_ids() {
-            let profile = state.profile(id).unwrap();
-            let identities: BTreeSet<&Identity> = profile.identities.iter().map(|l| &l.identity).collect();
-            let mut seen = BTreeSet::new();
-            let mine: Vec<PlainEvent> = events.iter()
-                .filter(|e| seen.insert(e.message_id.clone()))
-                .filter(|e| e.identities.iter().any(|i| identities.contains(i)))
-                .map(|e| PlainEvent { event_type: e.kind.as_str().to_string(), channel: e.channel, account: e.account.clone(),
-                    group_id: e.group_id.clone(), ts: e.timestamp, amount: e.amount.unwrap_or_default() })
-                .collect();
-            let reference = naive::evaluate(&mine, t, &state.settings.scores);
-            let scores = state.scores_at(id, t).unwrap();
-            prop_assert_eq!(scores.affinity, reference.affinity);
-            prop_assert_eq!(scores.reachable, reference.reachable);
-            prop_assert_eq!(scores.pool_stage, reference.pool_stage);
-            prop_assert_eq!(scores.ownership, reference.ownership);
-            prop_assert_eq!(scores.net_revenue, reference.net_revenue);
-        }
+        check_state(&state, &events, Millis(T0 + 500 * DAY))?;
+        check_as_of(&state, &events, Millis(T0 + t_day * DAY + t_minute * 60_000))?;
     }
 
     /// Arrival order does not change who is who nor any score (merges are order-independent).
@@ -327,10 +384,14 @@ async fn pipeline_replay_and_restart_agree() {
             rest = &rest[n..];
         }
         let t = Millis(T0 + 500 * DAY);
+        let inside = Millis(T0 + (batch_sizes[0] as i64 * 20) * DAY + 7);
         let incremental = snapshot(&engine.tenant(tenant).unwrap().state.read(), t);
+        let incremental_inside = snapshot(&engine.tenant(tenant).unwrap().state.read(), inside);
         assert_eq!(incremental, snapshot(&fold_state(&events), t), "pipeline vs in-memory fold");
+        assert_eq!(incremental_inside, snapshot(&fold_state(&events), inside), "pipeline vs fold, as of {inside:?}");
         let replayed = engine.replay_tenant(tenant).await.unwrap();
         assert_eq!(incremental, snapshot(&replayed, t), "incremental vs replay");
+        assert_eq!(incremental_inside, snapshot(&replayed, inside), "incremental vs replay, as of {inside:?}");
         engine.shutdown();
         drop(engine);
         let restarted = engine_with(&dir).await;

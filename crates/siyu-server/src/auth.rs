@@ -7,7 +7,7 @@ use base64::Engine as _;
 use siyu_model::TenantId;
 use siyu_store::KeyKind;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::AppState;
 
 /// A caller allowed to ingest (write or secret key).
@@ -35,17 +35,18 @@ pub fn key_from_headers(parts: &axum::http::HeaderMap) -> Option<String> {
 /// Every refusal is counted in `/metrics` by its code.
 pub async fn authenticate(state: &AppState, key: Option<String>) -> Result<(TenantId, KeyKind), ApiError> {
     let refuse = |error: ApiError| {
-        state.engine.metrics.reject(error.code());
+        state.engine.metrics.reject(error.code().as_str());
         error
     };
     let key = key.ok_or_else(|| {
-        refuse(ApiError::new("missing_key", "send your key as `Authorization: Bearer KEY` or as the basic-auth user"))
+        refuse(ApiError::new(
+            Code::MissingKey,
+            "send your key as `Authorization: Bearer KEY` or as the basic-auth user",
+        ))
     })?;
-    state
-        .engine
-        .authenticate(&key)
-        .await?
-        .ok_or_else(|| refuse(ApiError::new("invalid_key", "this key is not known (was it revoked, or typed wrong?)")))
+    state.engine.authenticate(&key).await?.ok_or_else(|| {
+        refuse(ApiError::new(Code::InvalidKey, "this key is not known (was it revoked, or typed wrong?)"))
+    })
 }
 
 impl FromRequestParts<AppState> for Writer {
@@ -64,9 +65,9 @@ impl FromRequestParts<AppState> for Manager {
         match authenticate(state, key_from_headers(&parts.headers)).await? {
             (tenant, KeyKind::Secret) => Ok(Manager(tenant)),
             (_, KeyKind::Write) => {
-                state.engine.metrics.reject("forbidden");
+                state.engine.metrics.reject(Code::Forbidden.as_str());
                 Err(ApiError::new(
-                    "forbidden",
+                    Code::Forbidden,
                     "a write key may only send events; use the secret key to read or manage",
                 ))
             }

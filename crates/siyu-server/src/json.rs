@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
-use crate::error::{body_rejection, ApiError};
+use crate::error::{body_rejection, ApiError, Code};
 
 /// Like `axum::Json` as an extractor, minus the content-type check.
 pub struct JsonBody<T>(pub T);
@@ -18,7 +18,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             let e = siyu_model::event::json_error(&e);
-            let code = if e.code == "invalid_json" { "invalid_json" } else { "invalid_body" };
+            let code = if e.code == Code::InvalidJson.as_str() { Code::InvalidJson } else { Code::InvalidBody };
             ApiError::new(code, e.message).with_field(e.field)
         })
     }

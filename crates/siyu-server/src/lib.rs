@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod metrics;
 pub mod ops;
 pub mod segment;
 
@@ -15,16 +16,25 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
-use siyu_engine::metrics::{PathLabel, RouteLabel};
+use siyu_engine::metrics::PathLabel;
 use siyu_engine::Engine;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-/// What every handler can reach.
+/// What every handler can reach. Make one per engine ([`AppState::new`] registers the HTTP
+/// metrics with it).
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub limits: Limits,
+    pub http: Arc<metrics::HttpMetrics>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> AppState {
+        let http = Arc::new(metrics::HttpMetrics::register(&engine.metrics));
+        AppState { engine, limits, http }
+    }
 }
 
 /// Request size limits.
@@ -98,8 +108,8 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
         .unwrap_or_else(|| "unmatched".to_string());
     let started = Instant::now();
     let response = next.run(request).await;
-    let metrics = &state.engine.metrics;
-    metrics.http_seconds.get_or_create(&PathLabel { path: route.clone() }).observe(started.elapsed().as_secs_f64());
-    metrics.http_requests.get_or_create(&RouteLabel { route, status: response.status().as_u16() }).inc();
+    let http = &state.http;
+    http.seconds.get_or_create(&PathLabel { path: route.clone() }).observe(started.elapsed().as_secs_f64());
+    http.requests.get_or_create(&metrics::RouteLabel { route, status: response.status().as_u16() }).inc();
     response
 }

@@ -9,7 +9,7 @@ use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -19,10 +19,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Liveness and readiness: the store answers.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "healthy", body = Object)))]
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenants = state.engine.store().tenants().await.map_err(ApiError::internal)?;
-    Ok(Json(
-        serde_json::json!({"status": "ok", "tenants": tenants.len(), "store": format!("{:?}", state.engine.store().backend()).to_lowercase()}),
-    ))
+    let health = state.engine.health().await.map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({"status": "ok", "tenants": health.tenants, "store": health.backend})))
 }
 
 /// Prometheus text exposition of every counter and histogram.
@@ -36,8 +34,8 @@ pub async fn openapi_json(doc: Arc<utoipa::openapi::OpenApi>) -> impl IntoRespon
 }
 
 pub async fn not_found(State(state): State<AppState>, uri: axum::http::Uri) -> ApiError {
-    state.engine.metrics.reject("no_such_route");
-    ApiError::new("no_such_route", format!("no route {}; see /openapi.json", uri.path()))
+    state.engine.metrics.reject(Code::NoSuchRoute.as_str());
+    ApiError::new(Code::NoSuchRoute, format!("no route {}; see /openapi.json", uri.path()))
 }
 
 pub async fn method_not_allowed(
@@ -45,6 +43,6 @@ pub async fn method_not_allowed(
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> ApiError {
-    state.engine.metrics.reject("method_not_allowed");
-    ApiError::new("method_not_allowed", format!("{method} is not allowed on {}; see /openapi.json", uri.path()))
+    state.engine.metrics.reject(Code::MethodNotAllowed.as_str());
+    ApiError::new(Code::MethodNotAllowed, format!("{method} is not allowed on {}; see /openapi.json", uri.path()))
 }

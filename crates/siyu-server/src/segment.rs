@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{authenticate, key_from_headers};
-use crate::error::{ApiError, ErrorBody, ItemError};
+use crate::error::{ApiError, Code, ErrorBody, ItemError};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -34,14 +34,9 @@ pub struct SegmentResponse {
     pub errors: Vec<ItemError>,
 }
 
+/// A whole-request refusal; a too-large one (batch_too_large, message_too_large) is a 413 by its code.
 fn api_error(e: SegmentError) -> ApiError {
-    let too_large = e.is_too_large();
-    let code = if too_large && e.code != "message_too_large" { "batch_too_large" } else { e.code };
-    let mut error = ApiError::new(code, e.message).with_field(e.field);
-    if too_large {
-        error.status = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-    }
-    error
+    ApiError::new(Code::of_refusal(e.code), e.message).with_field(e.field)
 }
 
 /// One Segment call. `call` is identify, track, page, screen, group, alias, batch (or i, t, p,
@@ -64,9 +59,9 @@ async fn segment_call(
     let result = handle(&state, &call, &headers, body).await;
     // Refused batch items were counted one by one, and key refusals by `authenticate`.
     if let Err(e) = &result {
-        let counted = !e.body.errors.is_empty() || matches!(e.code(), "missing_key" | "invalid_key");
+        let counted = !e.body.errors.is_empty() || matches!(e.code(), Code::MissingKey | Code::InvalidKey);
         if !counted {
-            metrics.reject(e.code());
+            metrics.reject(e.code().as_str());
         }
     }
     result
@@ -79,11 +74,11 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SegmentResponse>, ApiError> {
     let endpoint = Endpoint::from_path(call)
-        .ok_or_else(|| ApiError::new("no_such_route", format!("/v1/{call} is not a Segment call")))?;
+        .ok_or_else(|| ApiError::new(Code::NoSuchRoute, format!("/v1/{call} is not a Segment call")))?;
     let body = body.map_err(crate::error::body_rejection)?;
     let limits = &state.limits.segment;
     if body.len() > limits.max_batch_bytes {
-        let code = if matches!(endpoint, Endpoint::Batch) { "batch_too_large" } else { "message_too_large" };
+        let code = if matches!(endpoint, Endpoint::Batch) { Code::BatchTooLarge } else { Code::MessageTooLarge };
         return Err(ApiError::new(
             code,
             format!("the body is {} bytes, over the limit of {}", body.len(), limits.max_batch_bytes),
@@ -115,7 +110,7 @@ async fn handle(
     };
     if events.is_empty() && !errors.is_empty() {
         let first = &errors[0];
-        return Err(ApiError::new(&first.code, first.message.clone())
+        return Err(ApiError::new(Code::of_refusal(&first.code), first.message.clone())
             .with_field(first.field.clone())
             .with_errors(errors));
     }
@@ -128,12 +123,6 @@ async fn handle(
 static DEFAULT_MAPPING: std::sync::LazyLock<Arc<Mapping>> = std::sync::LazyLock::new(|| Arc::new(Mapping::default()));
 
 fn tenant_mapping(state: &AppState, tenant: TenantId) -> Result<Arc<Mapping>, ApiError> {
-    let runtime = state.engine.tenant(tenant)?;
-    let record = runtime.record.read();
-    let overrides = &record.settings.event_mapping;
-    Ok(if overrides.is_empty() {
-        DEFAULT_MAPPING.clone()
-    } else {
-        Arc::new(Mapping::with_overrides(overrides.clone()))
-    })
+    let overrides = state.engine.event_mapping(tenant)?;
+    Ok(if overrides.is_empty() { DEFAULT_MAPPING.clone() } else { Arc::new(Mapping::with_overrides(overrides)) })
 }

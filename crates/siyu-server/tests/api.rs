@@ -2,40 +2,19 @@
 //! talks HTTP to it, as an SDK or the console would. Each case runs on SQLite, and on PostgreSQL
 //! too when `SIYU_TEST_DATABASE_URL` names a server (see `helpers`).
 
+#[macro_use]
 mod helpers;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
 
-use helpers::{days_ago, on_postgres, on_sqlite, Reply, TestApp};
+use helpers::{days_ago, Reply, TestApp};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use siyu_model::Millis;
 
-/// One `#[tokio::test]` per case and back-end: `sqlite::case_x` and `postgres::case_x`.
-macro_rules! api_tests {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_sqlite(|app| async move { super::$case(&app).await }).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::on_postgres(|app| async move { super::$case(&app).await }).await
-                }
-            )*
-        }
-    };
-}
-
-api_tests! {
+backend_tests! {
     case_json_bodies_need_no_json_content_type,
     case_native_single_batch_and_retries,
     case_native_bad_input_is_refused_with_codes,
@@ -50,6 +29,7 @@ api_tests! {
     case_identity_merge_and_unmerge,
     case_profile_filters_pagination_and_summary,
     case_as_of_evaluation,
+    case_as_of_ignores_later_events,
     case_timeline_is_newest_first_with_paging,
     case_settings_round_trip_and_rescore,
     case_tenant_isolation_on_every_route,
@@ -986,7 +966,19 @@ async fn case_as_of_evaluation(app: &TestApp) {
     let ids = seed_profiles(app, &t).await;
     let follower = ids["asof"];
     let path = format!("/api/v1/profiles/{follower}");
-    // The follow happened 5 days ago.
+    // The follow happened 5 days ago, and was the person's first event: before it, they did
+    // not exist.
+    app.get_query(&t.secret_key, &path, &[("as_of", &days_ago(6.0))]).await.assert_error(404, "no_such_profile");
+    let reachable_then = |as_of: String| {
+        let key = t.secret_key.clone();
+        async move {
+            let page = app.get_query(&key, "/api/v1/profiles", &[("reachable", "true"), ("as_of", &as_of)]).await.ok();
+            ids_of(&page)
+        }
+    };
+    assert_eq!(reachable_then(days_ago(4.5)).await, set(&[follower]));
+    // A view 10 days ago: now the person existed 6 days ago, not yet following.
+    app.ingest(&t.write_key, vec![event("p-asof-view", "view", "douyin", json!({"user_id": "asof1"}), 10.0)]).await;
     let before = app.get_query(&t.secret_key, &path, &[("as_of", &days_ago(6.0))]).await.ok();
     assert_eq!(before["scores"]["reachable"], false, "{before}");
     assert_eq!(before["scores"]["pool_stage"], "public", "{before}");
@@ -996,13 +988,6 @@ async fn case_as_of_evaluation(app: &TestApp) {
     let now = app.get(&t.secret_key, &path).await.ok();
     assert_eq!(now["scores"]["reachable"], true);
     // Lists and the summary evaluate at the same instant.
-    let reachable_then = |as_of: String| {
-        let key = t.secret_key.clone();
-        async move {
-            let page = app.get_query(&key, "/api/v1/profiles", &[("reachable", "true"), ("as_of", &as_of)]).await.ok();
-            ids_of(&page)
-        }
-    };
     assert_eq!(reachable_then(days_ago(6.0)).await, set(&[]));
     assert_eq!(reachable_then(days_ago(4.5)).await, set(&[follower]));
     let summary = app.get_query(&t.secret_key, "/api/v1/summary", &[("as_of", &days_ago(4.5))]).await.ok();
@@ -1010,6 +995,99 @@ async fn case_as_of_evaluation(app: &TestApp) {
     let reply = app.get_query(&t.secret_key, &path, &[("as_of", "last tuesday")]).await;
     reply.assert_error(400, "invalid_query");
     reply.assert_field("as_of");
+}
+
+/// Issue 9's reproduction: as of a past time, later orders must not move the RFM means, and a
+/// person whose only event is later does not exist yet — in lookups, lists, the summary, the
+/// accounts view and segment preview, members and export.
+async fn case_as_of_ignores_later_events(app: &TestApp) {
+    let t = app.tenant("asof").await;
+    let order = |id: &str, user: &str, amount: f64, ts: &str| {
+        json!({"message_id": id, "type": "order_paid", "identities": {"user_id": user}, "channel": "douyin",
+               "account": "brand-main", "amount": amount, "timestamp": ts})
+    };
+    app.ingest(
+        &t.write_key,
+        vec![
+            order("a1", "u1", 100.0, "2026-10-22T10:00:00Z"),
+            order("a2", "u2", 100.0, "2026-10-12T10:00:00Z"),
+            order("a3", "u3", 1000.0, "2026-11-20T10:00:00Z"),
+        ],
+    )
+    .await;
+    let then = "2026-11-01T12:00:00Z";
+    let lookup = |user: &'static str| {
+        let key = t.secret_key.clone();
+        async move {
+            app.get_query(&key, "/api/v1/profiles/lookup", &[("kind", "user_id"), ("value", user), ("as_of", then)])
+                .await
+        }
+    };
+    let u1 = lookup("u1").await.ok();
+    assert_eq!(u1["scores"]["rfm"], "重要价值", "{u1}");
+    assert_eq!(u1["traits"], json!({}), "a profile without traits has an empty object: {u1}");
+    let u2 = lookup("u2").await.ok();
+    assert_eq!(u2["scores"]["rfm"], "重要保持", "{u2}");
+    lookup("u3").await.assert_error(404, "no_such_profile");
+    // Now, u3 exists and its big order moves the means: both earlier buyers are 一般保持.
+    let now =
+        app.get_query(&t.secret_key, "/api/v1/profiles/lookup", &[("kind", "user_id"), ("value", "u3")]).await.ok();
+    assert_eq!(now["event_count"], 1, "{now}");
+    let u1_now = app.lookup(&t.secret_key, "user_id", "u1").await.unwrap();
+    assert_eq!(u1_now["scores"]["rfm"], "一般保持", "{u1_now}");
+
+    let summary = app.get_query(&t.secret_key, "/api/v1/summary", &[("as_of", then)]).await.ok();
+    assert_eq!((summary["profiles"].as_u64(), summary["events"].as_u64()), (Some(2), Some(2)), "{summary}");
+    assert_eq!((summary["buyers"].as_u64(), summary["orders"].as_u64()), (Some(2), Some(2)), "{summary}");
+    assert_eq!(summary["net_revenue"], 200.0, "{summary}");
+    let rfm = |summary: &Value, group: &str| {
+        summary["rfm"].as_array().unwrap().iter().find(|c| c["key"] == group).map(|c| c["count"].as_u64().unwrap())
+    };
+    assert_eq!(rfm(&summary, "重要价值"), Some(1), "{summary}");
+    assert_eq!(rfm(&summary, "重要保持"), Some(1), "{summary}");
+    assert_eq!(rfm(&summary, "一般保持"), Some(0), "{summary}");
+    let list = app.get_query(&t.secret_key, "/api/v1/profiles", &[("as_of", then)]).await.ok();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    let accounts = app.get_query(&t.secret_key, "/api/v1/accounts", &[("as_of", then)]).await.ok();
+    assert_eq!(accounts[0]["events"], 2, "{accounts}");
+    assert_eq!(accounts[0]["people"], 2, "{accounts}");
+    let accounts_now = app.get(&t.secret_key, "/api/v1/accounts").await.ok();
+    assert_eq!(accounts_now[0]["people"], 3, "{accounts_now}");
+
+    // Segments as of that time: who had bought, graded then.
+    let preview = app
+        .post(&t.secret_key, "/api/v1/segments/preview", &json!({"condition": "paid_orders >= 1", "as_of": then}))
+        .await
+        .ok();
+    assert_eq!(preview["size"], 2, "{preview}");
+    let valued = json!({"condition": "rfm = 重要价值", "as_of": then});
+    let preview = app.post(&t.secret_key, "/api/v1/segments/preview", &valued).await.ok();
+    assert_eq!(preview["size"], 1, "{preview}");
+    assert_eq!(preview["sample"][0]["id"], u1["id"], "{preview}");
+    let created = app
+        .post(&t.secret_key, "/api/v1/segments", &json!({"name": "没买过", "condition": "not (paid_orders >= 1)"}))
+        .await
+        .ok();
+    let members_path = format!("/api/v1/segments/{}/members", created["id"]);
+    let members_now = app.get(&t.secret_key, &members_path).await.ok();
+    assert_eq!(members_now["items"].as_array().unwrap().len(), 0, "{members_now}");
+    let before_anyone = app.get_query(&t.secret_key, &members_path, &[("as_of", "2026-10-01T00:00:00Z")]).await.ok();
+    assert_eq!(before_anyone["items"].as_array().unwrap().len(), 0, "nobody existed yet: {before_anyone}");
+    let buyers = app
+        .post(&t.secret_key, "/api/v1/segments", &json!({"name": "买过", "condition": "paid_orders >= 1"}))
+        .await
+        .ok();
+    let export_path = format!("/api/v1/segments/{}/export", buyers["id"]);
+    let export = app.get_query(&t.secret_key, &export_path, &[("fields", "user_id,rfm"), ("as_of", then)]).await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.text);
+    let mut rows: Vec<&str> = export.text.lines().skip(1).collect();
+    rows.sort();
+    assert_eq!(rows, vec!["u1,重要价值", "u2,重要保持"], "{}", export.text);
+    let export_now = app.get_query(&t.secret_key, &export_path, &[("fields", "user_id,rfm")]).await;
+    assert_eq!(export_now.text.lines().count(), 4, "{}", export_now.text);
+    let bad = app.get_query(&t.secret_key, &members_path, &[("as_of", "yesterday")]).await;
+    bad.assert_error(400, "invalid_query");
+    bad.assert_field("as_of");
 }
 
 async fn case_timeline_is_newest_first_with_paging(app: &TestApp) {

@@ -14,6 +14,7 @@ mod migrate;
 pub mod postgres;
 mod postgres_audience;
 pub mod scratch;
+#[cfg(feature = "bench-sql")]
 pub mod segment_sql;
 pub mod sqlite;
 mod sqlite_audience;

@@ -3,6 +3,8 @@
 //! their own (an own SQLite file, or the `siyu_segment_bench` schema of an empty PostgreSQL
 //! database), queried with the SQL a competent engineer would write and the indexes a DBA would
 //! add. It lives here because this is the only crate that writes SQL; nothing else uses it.
+//! Benchmark-only, so compiled only with the `bench-sql` feature, which the `siyu` binary enables
+//! (so a workspace test run includes these tests; alone: `cargo test -p siyu-store --features bench-sql`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -36,7 +36,7 @@ pub struct ActivityEvent {
     pub account: String,
     pub amount: Option<f64>,
     pub source: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub properties: Option<serde_json::Value>,
 }
 

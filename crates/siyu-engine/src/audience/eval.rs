@@ -30,13 +30,15 @@ use siyu_model::{
 };
 
 use crate::members::Members;
-use crate::state::{Profile, TenantState};
+use crate::state::{AsOf, Profile, TenantState};
 
 /// Evaluates conditions against the profiles of one state at one time.
 pub struct Evaluator<'s> {
     state: &'s TenantState,
     t: Millis,
     means: &'s RfmMeans,
+    /// As of a time the caller named: profiles without an event by then match nothing.
+    explicit: bool,
 }
 
 /// One profile at the evaluation time.
@@ -50,8 +52,14 @@ struct Cx<'c, 's> {
 }
 
 impl<'s> Evaluator<'s> {
+    /// Evaluates at `t` as "now" (memberships kept current, sweeps).
     pub fn new(state: &'s TenantState, t: Millis, means: &'s RfmMeans) -> Evaluator<'s> {
-        Evaluator { state, t, means }
+        Evaluator { state, t, means, explicit: false }
+    }
+
+    /// Evaluates at `when` (see [`AsOf`] for who exists then).
+    pub fn as_of(state: &'s TenantState, when: AsOf, means: &'s RfmMeans) -> Evaluator<'s> {
+        Evaluator { state, t: when.t, means, explicit: when.explicit }
     }
 
     /// Does the live profile `id` satisfy `condition`? Merged-away and unknown ids never do.
@@ -175,7 +183,8 @@ impl<'s> Evaluator<'s> {
         answer
     }
 
-    /// Calls `f` with the profile `id` at `t`; false (and `f` not called) for an unknown id.
+    /// Calls `f` with the profile `id` at `t`; false (and `f` not called) for an unknown id or
+    /// one with no event at or before `t`.
     fn decide_with(&self, id: ProfileId, f: &mut dyn FnMut(&Cx<'_, 's>)) -> bool {
         let state = self.state;
         let Some(summary) = state.profile_summary(id) else { return false };
@@ -186,6 +195,9 @@ impl<'s> Evaluator<'s> {
         // Facts later than `t` exist: fold the prefix (an "as of" evaluation in the past).
         let Some(profile) = state.profile(id) else { return false };
         let past = &profile.facts[..profile.facts.partition_point(|f| f.ts <= self.t)];
+        if past.is_empty() && self.explicit {
+            return false; // no event by then: the profile did not exist yet
+        }
         let summary = ProfileFacts::fold(past, self.t, &state.rules).summary(&state.rules);
         f(&Cx { ev: self, id, summary: &summary, facts: OnceCell::from(past) });
         true

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{cheapest_first, cst_day, Entry, Evaluator, Members, Segment};
 use crate::query::{ProfileRef, ProfileRow};
-use crate::state::TenantState;
+use crate::state::{AsOf, TenantState};
 use crate::{Engine, EngineError, Result};
 
 /// A refusal of a tag or segment operation.
@@ -184,28 +184,6 @@ pub const EXPORT_FIELDS: [&str; 14] = [
     "tags",
     "channels",
 ];
-
-pub(crate) fn row_of(state: &TenantState, id: ProfileId, t: Millis, means: &RfmMeans) -> Option<ProfileRow> {
-    let profile = state.profile(id)?;
-    let scores = state.scores_at(id, t)?;
-    let name = profile
-        .traits
-        .as_ref()
-        .and_then(|traits| ["name", "nickname", "username"].iter().find_map(|k| traits.get(*k)?.as_str()))
-        .map(str::to_string);
-    Some(ProfileRow {
-        id,
-        name,
-        identities: profile.identities.iter().take(4).map(|l| l.identity.to_string()).collect(),
-        affinity: scores.affinity,
-        tier: scores.tier.to_string(),
-        pool_stage: scores.pool_stage.to_string(),
-        ownership: scores.ownership.to_string(),
-        rfm: scores.rfm.map(|input| means.group(&input).to_string()),
-        net_revenue: scores.net_revenue.0 as f64 / 100.0,
-        last_seen: profile.facts.last().map(|f| f.ts.to_rfc3339()),
-    })
-}
 
 fn segment_view(segment: &Segment) -> SegmentView {
     SegmentView {
@@ -569,16 +547,23 @@ impl Engine {
 
     // --- segments -------------------------------------------------------------------------
 
-    /// Checks a condition and evaluates it over every profile now, without saving anything.
-    pub fn preview_segment(&self, tenant: TenantId, text: &str, sample: usize) -> Result<SegmentPreview> {
+    /// Checks a condition and evaluates it over every profile now (or as of a past time),
+    /// without saving anything.
+    pub fn preview_segment(
+        &self,
+        tenant: TenantId,
+        text: &str,
+        sample: usize,
+        as_of: Option<Millis>,
+    ) -> Result<SegmentPreview> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
         let (condition, canonical) = checked(&state, text)?;
-        let t = Millis::now();
-        let means = state.rfm_means(t);
-        let members = Evaluator::new(&state, t, &means).select(&cheapest_first(&condition));
+        let when = AsOf::of(as_of);
+        let means = state.rfm_means(when.t);
+        let members = Evaluator::as_of(&state, when, &means).select(&cheapest_first(&condition));
         let size = members.size();
-        let rows = members.iter().take(sample).filter_map(|id| row_of(&state, id, t, &means)).collect();
+        let rows = members.iter().take(sample).filter_map(|id| state.row_at(id, when, &means)).collect();
         let time_dependent = condition.is_time_dependent() || condition.dependencies().tenant_wide;
         Ok(SegmentPreview { condition: canonical, size, sample: rows, time_dependent })
     }
@@ -662,7 +647,7 @@ impl Engine {
         let now = Millis::now();
         let Some((_, tenant_wide)) = runtime.state.read().entry_condition(entry) else { return Ok(Vec::new()) };
         let means = if tenant_wide {
-            let means = rfm_means_in_chunks(runtime.clone(), now).await?;
+            let means = runtime.state.read().rfm_means(now);
             runtime.state.write().install_means(means);
             means
         } else {
@@ -717,23 +702,26 @@ impl Engine {
         state.audience.segment(id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, id))
     }
 
-    /// A page of members in id order after `cursor`.
+    /// A page of members in id order after `cursor`: the members kept current now, or with
+    /// `as_of` those who met the condition at that time (evaluated afresh).
     pub fn segment_members(
         &self,
         tenant: TenantId,
         id: i64,
         cursor: Option<ProfileId>,
         limit: usize,
+        as_of: Option<Millis>,
     ) -> Result<SegmentMembers> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
         let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
-        let t = Millis::now();
-        let means = state.rfm_means(t);
-        let mut ids = segment.members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
+        let when = AsOf::of(as_of);
+        let means = state.rfm_means(when.t);
+        let members = members_at(&state, segment, as_of, &means);
+        let mut ids = members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
         let page: Vec<ProfileId> = ids.by_ref().take(limit).collect();
         let more = ids.next().is_some();
-        let items: Vec<ProfileRow> = page.iter().filter_map(|m| row_of(&state, *m, t, &means)).collect();
+        let items: Vec<ProfileRow> = page.iter().filter_map(|m| state.row_at(*m, when, &means)).collect();
         let next_cursor = if more { page.last().map(ToString::to_string) } else { None };
         Ok(SegmentMembers { items, next_cursor })
     }
@@ -800,22 +788,31 @@ impl Engine {
         Ok(())
     }
 
-    /// The members of a segment with the chosen fields, as CSV (with a header) or NDJSON.
-    pub fn export_segment(&self, tenant: TenantId, id: i64, format: ExportFormat, fields: &[String]) -> Result<String> {
+    /// The members of a segment with the chosen fields, as CSV (with a header) or NDJSON: now,
+    /// or as of a past time (see [`Engine::segment_members`]).
+    pub fn export_segment(
+        &self,
+        tenant: TenantId,
+        id: i64,
+        format: ExportFormat,
+        fields: &[String],
+        as_of: Option<Millis>,
+    ) -> Result<String> {
         Engine::check_export_fields(fields)?;
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
         let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
-        let t = Millis::now();
-        let means = state.rfm_means(t);
+        let when = AsOf::of(as_of);
+        let means = state.rfm_means(when.t);
+        let members = members_at(&state, segment, as_of, &means);
         let mut out = String::new();
         if format == ExportFormat::Csv {
             out.push_str(&fields.iter().map(|f| csv_cell(f)).collect::<Vec<_>>().join(","));
             out.push('\n');
         }
-        for member in segment.members.iter() {
+        for member in members.iter() {
             let values: Vec<serde_json::Value> =
-                fields.iter().map(|f| export_value(&state, member, f, t, &means)).collect();
+                fields.iter().map(|f| export_value(&state, member, f, when, &means)).collect();
             match format {
                 ExportFormat::Csv => {
                     let cells: Vec<String> = values
@@ -856,7 +853,7 @@ impl Engine {
             };
             let mut means = RfmMeans::default();
             if tenant_wide {
-                means = rfm_means_in_chunks(runtime.clone(), now).await?;
+                means = runtime.state.read().rfm_means(now);
                 runtime.state.write().install_means(means);
             }
             for entry in entries {
@@ -906,16 +903,6 @@ async fn evaluate_in_chunks(
     task.await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))
 }
 
-/// The buyers' RFM means at `t`, read in chunks like [`evaluate_in_chunks`].
-async fn rfm_means_in_chunks(runtime: std::sync::Arc<crate::TenantRuntime>, t: Millis) -> Result<RfmMeans> {
-    let task = tokio::task::spawn_blocking(move || {
-        let mut inputs = Vec::new();
-        in_chunks(&runtime, |state, chunk| inputs.extend(state.rfm_inputs_in(chunk, t)));
-        RfmMeans::from_inputs(&inputs)
-    });
-    task.await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))
-}
-
 /// Calls `f` with the live profiles chunk by chunk, each chunk under a read lock of its own.
 fn in_chunks(runtime: &crate::TenantRuntime, mut f: impl FnMut(&TenantState, &Members)) {
     let mut word = 0;
@@ -929,6 +916,22 @@ fn in_chunks(runtime: &crate::TenantRuntime, mut f: impl FnMut(&TenantState, &Me
     }
 }
 
+/// A segment's members: kept current (no `as_of`), or evaluated afresh at `as_of`.
+fn members_at<'s>(
+    state: &TenantState,
+    segment: &'s super::Segment,
+    as_of: Option<Millis>,
+    means: &RfmMeans,
+) -> std::borrow::Cow<'s, Members> {
+    match (as_of, &segment.condition) {
+        (Some(t), Some(condition)) => {
+            std::borrow::Cow::Owned(Evaluator::as_of(state, AsOf::past(t), means).select(condition))
+        }
+        (Some(_), None) => std::borrow::Cow::Owned(Members::default()),
+        (None, _) => std::borrow::Cow::Borrowed(&segment.members),
+    }
+}
+
 fn csv_cell(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
@@ -937,16 +940,17 @@ fn csv_cell(text: &str) -> String {
     }
 }
 
-fn export_value(state: &TenantState, id: ProfileId, field: &str, t: Millis, means: &RfmMeans) -> serde_json::Value {
+fn export_value(state: &TenantState, id: ProfileId, field: &str, when: AsOf, means: &RfmMeans) -> serde_json::Value {
     use serde_json::Value;
-    let Some(profile) = state.profile(id) else { return Value::Null };
+    let Some(at) = state.at_when(id, when) else { return Value::Null };
+    let profile = at.profile;
     if let Some(key) = field.strip_prefix("traits.") {
         return profile.traits.as_ref().and_then(|tr| tr.get(key)).cloned().unwrap_or(Value::Null);
     }
-    let Some(scores) = state.scores_at(id, t) else { return Value::Null };
+    let scores = at.scores(&state.rules);
     match field {
         "id" => Value::from(id),
-        "name" => row_of(state, id, t, means).and_then(|r| r.name).map_or(Value::Null, Value::from),
+        "name" => state.row(&at, &scores, means).name.map_or(Value::Null, Value::from),
         "tier" => Value::from(scores.tier.to_string()),
         "pool_stage" => Value::from(scores.pool_stage.to_string()),
         "ownership" => Value::from(scores.ownership.to_string()),
@@ -955,15 +959,15 @@ fn export_value(state: &TenantState, id: ProfileId, field: &str, t: Millis, mean
         "reachable" => Value::from(scores.reachable),
         "net_revenue" => Value::from(scores.net_revenue.0 as f64 / 100.0),
         "paid_orders" => Value::from(scores.paid_orders),
-        "first_seen" => profile.facts.first().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
-        "last_seen" => profile.facts.last().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
+        "first_seen" => at.facts.first().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
+        "last_seen" => at.facts.last().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
         "tags" => {
             Value::from(profile.tags.iter().filter_map(|t| state.audience.tag_name(*t)).collect::<Vec<_>>().join("|"))
         }
         "channels" => Value::from(
             siyu_model::Channel::ALL
                 .iter()
-                .filter(|c| profile.state.channels & (1 << c.code()) != 0)
+                .filter(|c| at.fold.channels & (1 << c.code()) != 0)
                 .map(|c| c.as_str())
                 .collect::<Vec<_>>()
                 .join("|"),

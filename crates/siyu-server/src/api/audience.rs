@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Manager;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::json::JsonBody;
 use crate::AppState;
 
@@ -70,7 +70,7 @@ pub struct TagChanges {
 impl TagChanges {
     fn actions(self) -> Result<Vec<(String, TagAction)>, ApiError> {
         if self.add.is_empty() && self.remove.is_empty() {
-            return Err(ApiError::new("invalid_request", "name tags to add or remove").with_field("add"));
+            return Err(ApiError::new(Code::InvalidRequest, "name tags to add or remove").with_field("add"));
         }
         let add = self.add.into_iter().map(|t| (t, TagAction::Add));
         Ok(add.chain(self.remove.into_iter().map(|t| (t, TagAction::Remove))).collect())
@@ -101,6 +101,8 @@ pub struct PreviewRequest {
     pub condition: String,
     /// How many members to show (0–100, default 10).
     pub sample: Option<usize>,
+    /// Evaluate as of this RFC 3339 time instead of now: only events up to it count.
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -117,6 +119,8 @@ pub struct PageQuery {
     cursor: Option<String>,
     /// 1–1000 (default 50)
     limit: Option<usize>,
+    /// RFC 3339: who met the condition at that time (evaluated afresh; default: the members now)
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -127,6 +131,8 @@ pub struct ExportQuery {
     /// net_revenue, paid_orders, first_seen, last_seen, tags, channels, an identity kind
     /// (phone, user_id, …) or traits.KEY (default: id)
     fields: Option<String>,
+    /// RFC 3339: who met the condition at that time, with their values then (default: now)
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -140,7 +146,7 @@ pub struct ChangesQuery {
 fn limit(value: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
     let limit = value.unwrap_or(default);
     if !(1..=max).contains(&limit) {
-        return Err(ApiError::new("invalid_query", format!("limit must be between 1 and {max}")).with_field("limit"));
+        return Err(ApiError::new(Code::InvalidQuery, format!("limit must be between 1 and {max}")).with_field("limit"));
     }
     Ok(limit)
 }
@@ -292,7 +298,8 @@ async fn preview_segment(
     JsonBody(request): JsonBody<PreviewRequest>,
 ) -> Result<Json<SegmentPreview>, ApiError> {
     let sample = request.sample.unwrap_or(10).min(100);
-    Ok(Json(state.engine.preview_segment(tenant, &request.condition, sample)?))
+    let as_of = super::parse_as_of(request.as_of.as_deref())?;
+    Ok(Json(state.engine.preview_segment(tenant, &request.condition, sample, as_of)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/segments/{id}", tag = "segments", params(("id" = i64, Path)),
@@ -332,7 +339,7 @@ async fn delete_segment(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// The members now, in profile id order, with cursor pagination.
+/// The members now (or as of a past time), in profile id order, with cursor pagination.
 #[utoipa::path(get, path = "/api/v1/segments/{id}/members", tag = "segments", params(("id" = i64, Path), PageQuery),
     responses((status = 200, body = SegmentMembers), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 async fn segment_members(
@@ -343,9 +350,12 @@ async fn segment_members(
 ) -> Result<Json<SegmentMembers>, ApiError> {
     let cursor = query
         .cursor
-        .map(|c| c.parse::<ProfileId>().map_err(|_| ApiError::new("invalid_query", "bad cursor").with_field("cursor")))
+        .map(|c| {
+            c.parse::<ProfileId>().map_err(|_| ApiError::new(Code::InvalidQuery, "bad cursor").with_field("cursor"))
+        })
         .transpose()?;
-    Ok(Json(state.engine.segment_members(tenant, id, cursor, limit(query.limit, 50, 1000)?)?))
+    let as_of = super::parse_as_of(query.as_of.as_deref())?;
+    Ok(Json(state.engine.segment_members(tenant, id, cursor, limit(query.limit, 50, 1000)?, as_of)?))
 }
 
 /// The members with chosen fields, as CSV (header row first) or NDJSON.
@@ -362,9 +372,8 @@ async fn export_segment(
         "csv" => (ExportFormat::Csv, "text/csv; charset=utf-8"),
         "ndjson" => (ExportFormat::Ndjson, "application/x-ndjson"),
         other => {
-            return Err(
-                ApiError::new("invalid_query", format!("format {other:?} is not csv or ndjson")).with_field("format")
-            )
+            return Err(ApiError::new(Code::InvalidQuery, format!("format {other:?} is not csv or ndjson"))
+                .with_field("format"))
         }
     };
     let fields: Vec<String> = query
@@ -375,7 +384,8 @@ async fn export_segment(
         .map(|f| f.trim().to_string())
         .filter(|f| !f.is_empty())
         .collect();
-    let body = state.engine.export_segment(tenant, id, format, &fields)?;
+    let as_of = super::parse_as_of(query.as_of.as_deref())?;
+    let body = state.engine.export_segment(tenant, id, format, &fields, as_of)?;
     Ok(([(header::CONTENT_TYPE, content_type)], body))
 }
 

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Writer;
-use crate::error::{ApiError, ErrorBody, ItemError};
+use crate::error::{ApiError, Code, ErrorBody, ItemError};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -63,33 +63,33 @@ async fn ingest_events(
     let metrics = &state.engine.metrics;
     let body = body.map_err(|e| {
         let error = crate::error::body_rejection(e);
-        metrics.reject(error.code());
+        metrics.reject(error.code().as_str());
         error
     })?;
     if body.len() > state.limits.max_native_body {
-        metrics.reject("payload_too_large");
+        metrics.reject(Code::PayloadTooLarge.as_str());
         return Err(ApiError::new(
-            "payload_too_large",
+            Code::PayloadTooLarge,
             format!("body is {} bytes; the limit is {} (split the batch)", body.len(), state.limits.max_native_body),
         ));
     }
     let text = std::str::from_utf8(&body).map_err(|e| {
-        metrics.reject("invalid_encoding");
-        ApiError::new("invalid_encoding", format!("body is not UTF-8: {e}"))
+        metrics.reject(Code::InvalidEncoding.as_str());
+        ApiError::new(Code::InvalidEncoding, format!("body is not UTF-8: {e}"))
     })?;
     let (events, errors) = parse_body(text, Millis::now(), state.engine.config().time_limits);
     for e in &errors {
         metrics.reject(&e.code);
     }
     if events.is_empty() {
-        let first = errors.first().map(|e| (e.code.clone(), e.message.clone(), e.field.clone()));
+        let first = errors.first().map(|e| (Code::of_refusal(&e.code), e.message.clone(), e.field.clone()));
         let (code, message, field) =
-            first.unwrap_or(("empty_batch".into(), "the batch holds no events".into(), "batch".into()));
+            first.unwrap_or((Code::EmptyBatch, "the batch holds no events".into(), "batch".into()));
         let items = errors
             .into_iter()
             .map(|e| ItemError { index: e.index, code: e.code, field: e.field, message: e.message })
             .collect();
-        return Err(ApiError::new(&code, message).with_field(field).with_errors(items));
+        return Err(ApiError::new(code, message).with_field(field).with_errors(items));
     }
     let outcomes = state.engine.ingest(tenant, "api", events).await?;
     let duplicates = outcomes.iter().filter(|o| **o == AppendOutcome::Duplicate).count();

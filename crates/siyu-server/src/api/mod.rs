@@ -7,6 +7,7 @@ mod tenant;
 
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::error::{ApiError, Code};
 use crate::AppState;
 
 pub use events::IngestResponse;
@@ -20,11 +21,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Parses an optional RFC 3339 `as_of` query parameter.
-pub(crate) fn parse_as_of(value: Option<&str>) -> Result<Option<siyu_model::Millis>, crate::error::ApiError> {
+pub(crate) fn parse_as_of(value: Option<&str>) -> Result<Option<siyu_model::Millis>, ApiError> {
     value
         .map(|text| {
             siyu_model::Millis::parse_rfc3339(text).ok_or_else(|| {
-                crate::error::ApiError::new("invalid_query", format!("as_of {text:?} is not an RFC 3339 timestamp"))
+                ApiError::new(Code::InvalidQuery, format!("as_of {text:?} is not an RFC 3339 timestamp"))
                     .with_field("as_of")
             })
         })

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::parse_as_of;
 use crate::auth::Manager;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::json::JsonBody;
 use crate::AppState;
 
@@ -57,8 +57,9 @@ pub struct ListQuery {
 fn parse_enum<T>(field: &str, value: Option<&str>, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
     value
         .map(|v| {
-            parse(v)
-                .ok_or_else(|| ApiError::new("invalid_query", format!("{field} {v:?} is not valid")).with_field(field))
+            parse(v).ok_or_else(|| {
+                ApiError::new(Code::InvalidQuery, format!("{field} {v:?} is not valid")).with_field(field)
+            })
         })
         .transpose()
 }
@@ -84,7 +85,7 @@ async fn list_profiles(
     let cursor = parse_enum("cursor", query.cursor.as_deref(), |c| c.parse::<ProfileId>().ok())?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new("invalid_query", "limit must be between 1 and 1000").with_field("limit"));
+        return Err(ApiError::new(Code::InvalidQuery, "limit must be between 1 and 1000").with_field("limit"));
     }
     let as_of = parse_as_of(query.as_of.as_deref())?;
     Ok(Json(state.engine.list_profiles(tenant, &filter, as_of, cursor, limit)?))
@@ -110,7 +111,7 @@ async fn get_profile(
         .engine
         .profile_view(tenant, &ProfileRef::Id(id), as_of)?
         .map(Json)
-        .ok_or_else(|| ApiError::new("no_such_profile", format!("profile {id} not found")))
+        .ok_or_else(|| ApiError::new(Code::NoSuchProfile, format!("profile {id} not found")))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -131,13 +132,13 @@ async fn lookup_profile(
     Query(query): Query<LookupQuery>,
 ) -> Result<Json<ProfileView>, ApiError> {
     let identity = Identity::parse(&query.kind, &query.value)
-        .map_err(|e| ApiError::new("invalid_identity", e.to_string()).with_field("value"))?;
+        .map_err(|e| ApiError::new(Code::InvalidIdentity, e.to_string()).with_field("value"))?;
     let as_of = parse_as_of(query.as_of.as_deref())?;
     state
         .engine
         .profile_view(tenant, &ProfileRef::Identity(identity.clone()), as_of)?
         .map(Json)
-        .ok_or_else(|| ApiError::new("no_such_profile", format!("no profile holds {identity}")))
+        .ok_or_else(|| ApiError::new(Code::NoSuchProfile, format!("no profile holds {identity}")))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -170,7 +171,8 @@ async fn profile_activity(
     let before = query
         .before
         .map(|c| {
-            c.parse::<ActivityCursor>().map_err(|_| ApiError::new("invalid_query", "bad cursor").with_field("before"))
+            c.parse::<ActivityCursor>()
+                .map_err(|_| ApiError::new(Code::InvalidQuery, "bad cursor").with_field("before"))
         })
         .transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
@@ -192,7 +194,7 @@ pub struct TimelineEvent {
     pub currency: Option<String>,
     pub identities: Vec<String>,
     pub source: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub properties: Option<serde_json::Value>,
 }
 
@@ -239,10 +241,7 @@ async fn profile_merges(
     Manager(tenant): Manager,
     Path(id): Path<ProfileId>,
 ) -> Result<Json<Vec<MergeView>>, ApiError> {
-    let runtime = state.engine.tenant(tenant)?;
-    let state = runtime.state.read();
-    let live = state.resolve(id).ok_or_else(|| ApiError::new("no_such_profile", format!("profile {id} not found")))?;
-    Ok(Json(state.merge_history(live)))
+    Ok(Json(state.engine.merge_history(tenant, id)?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -275,11 +274,9 @@ async fn unmerge_profile(
     JsonBody(request): JsonBody<UnmergeRequest>,
 ) -> Result<Json<UnmergeResponse>, ApiError> {
     let rule = state.engine.unmerge(tenant, id, request.merged_id, &request.reason).await?;
-    let runtime = state.engine.tenant(tenant)?;
-    let tenant_state = runtime.state.read();
     Ok(Json(UnmergeResponse {
         cannot_link: [rule.a.to_string(), rule.b.to_string()],
-        survivor: tenant_state.lookup(&rule.a),
-        separated: tenant_state.lookup(&rule.b),
+        survivor: state.engine.holder_of(tenant, &rule.a)?,
+        separated: state.engine.holder_of(tenant, &rule.b)?,
     }))
 }

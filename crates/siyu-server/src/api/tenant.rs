@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::parse_as_of;
 use super::profiles::AsOfQuery;
 use crate::auth::Manager;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, Code, ErrorBody};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -34,14 +34,16 @@ async fn summary(
 }
 
 /// The tenant's channel accounts (矩阵号) with events, people, followers, subscribers and WeCom
-/// contacts per account.
-#[utoipa::path(get, path = "/api/v1/accounts", tag = "tenant",
+/// contacts per account, now or as of a past time.
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "tenant", params(AsOfQuery),
     responses((status = 200, body = [AccountSummary])), security(("bearer" = [])))]
 async fn accounts(
     State(state): State<AppState>,
     Manager(tenant): Manager,
+    Query(query): Query<AsOfQuery>,
 ) -> Result<Json<Vec<AccountSummary>>, ApiError> {
-    Ok(Json(state.engine.tenant(tenant)?.state.read().accounts()))
+    let as_of = parse_as_of(query.as_of.as_deref())?;
+    Ok(Json(state.engine.accounts(tenant, as_of)?))
 }
 
 /// The tenant's settings: score weights, half-life, thresholds, windows, event mapping, identity limits.
@@ -51,7 +53,7 @@ async fn get_settings(
     State(state): State<AppState>,
     Manager(tenant): Manager,
 ) -> Result<Json<TenantSettings>, ApiError> {
-    Ok(Json(state.engine.tenant(tenant)?.record.read().settings.clone()))
+    Ok(Json(state.engine.settings(tenant)?))
 }
 
 /// Replaces the settings; every profile is re-derived from the log under the new ones.
@@ -64,11 +66,11 @@ async fn put_settings(
 ) -> Result<Json<TenantSettings>, ApiError> {
     let settings: TenantSettings = serde_json::from_slice(&body).map_err(|e| {
         let e = siyu_model::event::json_error(&e);
-        ApiError::new("invalid_settings", e.message).with_field(e.field)
+        ApiError::new(Code::InvalidSettings, e.message).with_field(e.field)
     })?;
     siyu_connect::Mapping::with_overrides(settings.event_mapping.clone())
         .validate()
-        .map_err(|e| ApiError::new("invalid_settings", e.message).with_field(e.field))?;
+        .map_err(|e| ApiError::new(Code::InvalidSettings, e.message).with_field(e.field))?;
     state.engine.update_settings(tenant, settings.clone()).await?;
     Ok(Json(settings))
 }
@@ -77,5 +79,5 @@ async fn put_settings(
 #[utoipa::path(get, path = "/api/v1/identity/refusals", tag = "tenant",
     responses((status = 200, body = [RefusalView])), security(("bearer" = [])))]
 async fn refusals(State(state): State<AppState>, Manager(tenant): Manager) -> Result<Json<Vec<RefusalView>>, ApiError> {
-    Ok(Json(state.engine.tenant(tenant)?.state.read().refusal_views(500)))
+    Ok(Json(state.engine.refusals(tenant, 500)?))
 }

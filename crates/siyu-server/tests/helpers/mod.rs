@@ -1,6 +1,9 @@
 //! `spawn_app()` and friends: the real router served on 127.0.0.1:0 over a fresh store, and a
 //! reqwest client that talks to it like any outside caller. Every test case runs on SQLite, and
 //! also on PostgreSQL when `SIYU_TEST_DATABASE_URL` names a server (each run in its own database).
+//! Every reply is checked against the schema `/openapi.json` declares for it (see `openapi`).
+
+pub mod openapi;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +14,32 @@ use serde_json::Value;
 use siyu_engine::{Engine, EngineConfig};
 use siyu_model::{Industry, Millis, TenantId};
 use siyu_server::{app, AppState};
+use tokio::sync::OnceCell;
+
+use self::openapi::OpenApi;
+
+/// One `#[tokio::test]` per case and back-end: `sqlite::case_x` and `postgres::case_x`, for the
+/// `async fn case_x(app: &TestApp)` cases at the root of a test file.
+macro_rules! backend_tests {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::helpers::on_sqlite(|app| async move { super::$case(&app).await }).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::helpers::on_postgres(|app| async move { super::$case(&app).await }).await
+                }
+            )*
+        }
+    };
+}
 
 pub const PG_URL_VAR: &str = "SIYU_TEST_DATABASE_URL";
 
@@ -21,6 +50,8 @@ pub struct TestApp {
     pub engine: Arc<Engine>,
     /// `sqlite` or `postgres`.
     pub backend: &'static str,
+    /// `/openapi.json`, fetched on the first reply.
+    openapi: OnceCell<OpenApi>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -98,8 +129,33 @@ impl TestApp {
         Tenant { id: created.record.id, write_key: created.write_key, secret_key: created.secret_key }
     }
 
+    /// Sends a request and reads the reply, which must match what `/openapi.json` declares for
+    /// its method, route and status (replies the document declares no JSON body for are counted,
+    /// not checked).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        Reply::from(request.send().await.expect("failed to send a request")).await
+        let (client, request) = request.build_split();
+        let request = request.expect("failed to build a request");
+        let (method, path) = (request.method().clone(), request.url().path().to_string());
+        let reply = Reply::from(client.execute(request).await.expect("failed to send a request")).await;
+        let openapi = self.openapi().await;
+        if let Err(mismatch) =
+            openapi.check(method.as_str(), &path, reply.status.as_u16(), &reply.content_type, &reply.text)
+        {
+            panic!("{mismatch}");
+        }
+        reply
+    }
+
+    /// The app's `/openapi.json`, fetched once.
+    pub async fn openapi(&self) -> &OpenApi {
+        self.openapi
+            .get_or_init(|| async {
+                let response = self.client.get(self.url("/openapi.json")).send().await;
+                let response = response.expect("failed to fetch /openapi.json");
+                assert_eq!(response.status(), StatusCode::OK, "GET /openapi.json");
+                OpenApi::new(response.json().await.expect("/openapi.json is not JSON"))
+            })
+            .await
     }
 
     /// `GET path` with a bearer key.
@@ -156,6 +212,15 @@ impl TestApp {
     }
 }
 
+impl Drop for TestApp {
+    /// Prints what was checked against `/openapi.json` (shown with `--nocapture` or on failure).
+    fn drop(&mut self) {
+        if let Some(openapi) = self.openapi.get() {
+            println!("openapi.json check on {}: {}", self.backend, openapi.tally());
+        }
+    }
+}
+
 /// An RFC 3339 time `days` before now.
 pub fn days_ago(days: f64) -> String {
     Millis::now().days_before(days).to_rfc3339()
@@ -164,7 +229,7 @@ pub fn days_ago(days: f64) -> String {
 /// Starts the real application on an ephemeral port over `store`.
 async fn serve(store: Arc<dyn siyu_store::Store>, backend: &'static str, dir: Option<tempfile::TempDir>) -> TestApp {
     let engine = Engine::start(store, EngineConfig::default()).await.expect("failed to start the engine");
-    let router = app(AppState { engine: engine.clone(), limits: Default::default() });
+    let router = app(AppState::new(engine.clone(), Default::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("failed to bind a port");
     let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
@@ -172,7 +237,7 @@ async fn serve(store: Arc<dyn siyu_store::Store>, backend: &'static str, dir: Op
     });
     // No proxy: the environment's HTTP(S)_PROXY must not intercept 127.0.0.1.
     let client = reqwest::Client::builder().no_proxy().build().expect("failed to build the client");
-    TestApp { addr, client, engine, backend, _dir: dir }
+    TestApp { addr, client, engine, backend, openapi: OnceCell::new(), _dir: dir }
 }
 
 /// The app over a fresh SQLite file in a temporary directory.

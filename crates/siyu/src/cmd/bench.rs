@@ -3,6 +3,7 @@
 //! is right — a faster wrong answer counts as zero — and exits non-zero with
 //! `CORRECTNESS FAILED` when it is not.
 
+mod as_of;
 mod check;
 mod http;
 mod load;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use crate::settings::Settings;
 
+pub use as_of::AsOfReport;
 pub use http::{BatchReport, TrackReport};
 pub use profile::ProfileReport;
 pub use segments::SegmentsReport;
@@ -82,6 +84,7 @@ pub enum Target {
     HttpTrack,
     ProfileUpdate,
     Segments,
+    AsOf,
     All,
 }
 
@@ -163,6 +166,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         Target::HttpTrack => http::bench_track(&bench).await?.gate.failures,
         Target::ProfileUpdate => profile::bench_profile_update(&bench, None).await?.gate.failures,
         Target::Segments => segments::bench_segments(&bench).await?.gate.failures,
+        Target::AsOf => as_of::bench_as_of(&bench).await?.gate.failures,
         Target::All => run_all(&bench).await?.failures(),
     };
     Ok(conclude(&failures))
@@ -200,6 +204,7 @@ pub struct AllReport {
     pub track: TrackReport,
     pub profile: ProfileReport,
     pub segments: SegmentsReport,
+    pub as_of: AsOfReport,
 }
 
 impl AllReport {
@@ -211,6 +216,7 @@ impl AllReport {
             &self.track.gate,
             &self.profile.gate,
             &self.segments.gate,
+            &self.as_of.gate,
         ]
         .into_iter()
         .flat_map(|g| g.failures.iter().cloned())
@@ -227,7 +233,8 @@ pub async fn run_all(bench: &Bench) -> anyhow::Result<AllReport> {
     let track = http::bench_track(bench).await?;
     let profile = profile::bench_profile_update(bench, Some(&import)).await?;
     let segments = segments::bench_segments(bench).await?;
-    let all = AllReport { import, rebuild, batch, track, profile, segments };
+    let as_of = as_of::bench_as_of(bench).await?;
+    let all = AllReport { import, rebuild, batch, track, profile, segments, as_of };
     print_summary(bench, &all);
     Ok(all)
 }
@@ -324,7 +331,8 @@ fn print_summary(bench: &Bench, all: &AllReport) {
             correct: all.profile.gate.passed(),
         },
     ];
-    let goals: Vec<Goal> = goals.into_iter().chain(segments::goals(&all.segments)).collect();
+    let goals: Vec<Goal> =
+        goals.into_iter().chain(segments::goals(&all.segments)).chain(as_of::goals(&all.as_of)).collect();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!();
     println!("## siyu bench all — summary");
@@ -413,6 +421,16 @@ fn print_summary(bench: &Bench, all: &AllReport) {
         println!("- segment {} `{}`: {} members; as SQL: {}", e.name, e.condition, e.size, sql.join(", "));
     }
     println!(
+        "- as of {}: lookup p50 {:.3} ms (now {:.3} ms); summary {:.1} ms (now {:.1} ms) over {} profiles, {} existing then",
+        all.as_of.as_of,
+        all.as_of.lookup_past.p50_ms(),
+        all.as_of.lookup_now.p50_ms(),
+        all.as_of.summary_past_ms,
+        all.as_of.summary_now_ms,
+        all.as_of.profiles,
+        all.as_of.profiles_then
+    );
+    println!(
         "- ratio: measured/goal for throughput, goal/measured for latency, memory and CPU (≥ 1.00× meets the goal)"
     );
 }
@@ -474,6 +492,8 @@ mod tests {
         let backends = if std::env::var(siyu_store::scratch::TEST_DATABASE_URL).is_ok() { 2 } else { 1 };
         assert!(all.segments.evaluations.iter().all(|e| e.sql.len() == backends));
         assert!(all.segments.visible.count > 0);
+        assert!(all.as_of.profiles_then > 0 && all.as_of.profiles_then < all.as_of.profiles);
+        assert!(all.as_of.lookup_past.count > 0);
     }
 
     #[test]

@@ -38,8 +38,8 @@ const DEMO_TENANT: &str = "demo";
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
     let engine = super::open_engine(settings).await?;
-    let (tenant, write_key, secret_key) = match engine.store().tenant_by_name(DEMO_TENANT).await? {
-        Some(record) if engine.store().event_count(record.id).await? > 0 => {
+    let (tenant, write_key, secret_key) = match engine.tenant_by_name(DEMO_TENANT).await? {
+        Some(record) if engine.logged_events(record.id).await? > 0 => {
             eprintln!("Reusing the demo merchant already loaded in {} (delete it to start over).", settings.store.url);
             // Keys are stored hashed, so fresh ones are issued for this session.
             let write = engine.issue_key(record.id, KeyKind::Write).await?;

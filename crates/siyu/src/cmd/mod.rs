@@ -28,11 +28,11 @@ pub async fn open_engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
 
 /// A tenant by name or numeric id.
 pub async fn find_tenant(engine: &Engine, name_or_id: &str) -> anyhow::Result<TenantId> {
-    if let Some(record) = engine.store().tenant_by_name(name_or_id).await? {
+    if let Some(record) = engine.tenant_by_name(name_or_id).await? {
         return Ok(record.id);
     }
     if let Ok(id) = name_or_id.parse::<i64>() {
-        if engine.store().tenant(TenantId(id)).await?.is_some() {
+        if engine.tenant_record(TenantId(id)).await?.is_some() {
             return Ok(TenantId(id));
         }
     }
@@ -56,7 +56,7 @@ pub fn redact(url: &str) -> String {
 /// Serves the app until Ctrl-C.
 pub async fn serve(engine: Arc<Engine>, bind: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("failed to listen on {bind}"))?;
-    let state = siyu_server::AppState { engine: engine.clone(), limits: Default::default() };
+    let state = siyu_server::AppState::new(engine.clone(), Default::default());
     tracing::info!(address = %listener.local_addr()?, "serving");
     siyu_server::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -32,6 +32,9 @@ pub enum Command {
         name: Option<String>,
         #[arg(long)]
         condition: Option<String>,
+        /// Evaluate as of this RFC 3339 time: only events up to it count.
+        #[arg(long)]
+        as_of: Option<String>,
     },
     /// Delete a segment (by id or name).
     Delete {
@@ -52,7 +55,17 @@ pub enum Command {
         /// Comma-separated fields, e.g. id,phone,tier,traits.city
         #[arg(long, default_value = "id")]
         fields: String,
+        /// Who met the condition at this RFC 3339 time, with their values then (default: now).
+        #[arg(long)]
+        as_of: Option<String>,
     },
+}
+
+fn parse_as_of(text: Option<&str>) -> anyhow::Result<Option<siyu_model::Millis>> {
+    text.map(|t| {
+        siyu_model::Millis::parse_rfc3339(t).ok_or_else(|| anyhow::anyhow!("--as-of {t:?} is not an RFC 3339 time"))
+    })
+    .transpose()
 }
 
 fn explain(e: EngineError) -> anyhow::Error {
@@ -89,14 +102,15 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
                 println!("{:>4}  {:<24} {:>10}  {}", s.id, s.name, s.size, s.condition);
             }
         }
-        Command::Show { tenant, name, condition } => {
+        Command::Show { tenant, name, condition, as_of } => {
+            let as_of = parse_as_of(as_of.as_deref())?;
             let tenant = super::find_tenant(&engine, &tenant).await?;
             let text = match (condition, name) {
                 (Some(condition), _) => condition,
                 (None, Some(name)) => engine.segment(tenant, find(tenant, &name)?)?.condition,
                 (None, None) => anyhow::bail!("give --name or --condition"),
             };
-            let preview = engine.preview_segment(tenant, &text, 10).map_err(explain)?;
+            let preview = engine.preview_segment(tenant, &text, 10, as_of).map_err(explain)?;
             println!("condition: {}", preview.condition);
             println!("members:   {}", preview.size);
             for row in preview.sample {
@@ -108,7 +122,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             engine.delete_segment(tenant, find(tenant, &name)?).await?;
             println!("deleted");
         }
-        Command::Export { tenant, name, format, fields } => {
+        Command::Export { tenant, name, format, fields, as_of } => {
+            let as_of = parse_as_of(as_of.as_deref())?;
             let tenant = super::find_tenant(&engine, &tenant).await?;
             let format = match format.as_str() {
                 "csv" => ExportFormat::Csv,
@@ -117,7 +132,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             };
             let fields: Vec<String> =
                 fields.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
-            print!("{}", engine.export_segment(tenant, find(tenant, &name)?, format, &fields).map_err(explain)?);
+            print!("{}", engine.export_segment(tenant, find(tenant, &name)?, format, &fields, as_of).map_err(explain)?);
         }
     }
     engine.shutdown();

@@ -42,8 +42,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         }
         Command::List => {
             println!("{:>4}  {:<24} {:<22} {:>10}", "id", "name", "industry", "events");
-            for record in engine.store().tenants().await? {
-                let events = engine.store().event_count(record.id).await?;
+            for record in engine.tenant_records().await? {
+                let events = engine.logged_events(record.id).await?;
                 println!("{:>4}  {:<24} {:<22} {:>10}", record.id, record.name, record.industry.as_str(), events);
             }
         }

@@ -217,7 +217,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         // As `siyu serve` serves it.
-        let state = siyu_server::AppState { engine: engine.clone(), limits: Default::default() };
+        let state = siyu_server::AppState::new(engine.clone(), Default::default());
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task =
@@ -231,7 +231,7 @@ impl Server {
     /// Acknowledged means durable and applied: the store and the in-memory state hold exactly
     /// the acknowledged events.
     async fn check_durable(&self, gate: &mut Gate, acked: u64) -> anyhow::Result<()> {
-        let stored = self.engine.store().event_count(self.tenant).await?;
+        let stored = self.engine.logged_events(self.tenant).await?;
         gate.check(stored == acked, format!("events in the store ({stored}) = events acknowledged ({acked})"));
         let applied = self.engine.tenant(self.tenant)?.state.read().event_count;
         gate.check(applied == acked, format!("events in the profiles ({applied}) = events acknowledged ({acked})"));

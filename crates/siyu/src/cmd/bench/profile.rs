@@ -99,16 +99,16 @@ async fn replay(
     Ok(siyu_engine::replay(store, tenant, settings).await?)
 }
 
-struct Fold {
-    state: TenantState,
+pub(super) struct Fold {
+    pub(super) state: TenantState,
     wall: Duration,
     cpu_ns: u64,
     parse: Duration,
-    rejected: u64,
+    pub(super) rejected: u64,
 }
 
 /// Folds the file's events into a fresh state, timing only `apply` (on this thread).
-fn fold(path: &Path, settings: TenantSettings) -> anyhow::Result<Fold> {
+pub(super) fn fold(path: &Path, settings: TenantSettings) -> anyhow::Result<Fold> {
     let mut state = TenantState::new(TenantId(1), settings);
     let mut reader = open(path)?;
     let limits = TimeLimits::default();

@@ -111,7 +111,7 @@ pub async fn bench_import(bench: &Bench) -> anyhow::Result<ImportReport> {
     );
 
     let mut gate = Gate::default();
-    let stored = engine.store().event_count(tenant).await?;
+    let stored = engine.logged_events(tenant).await?;
     let first_reject = report.rejected.first().map(|r| format!(": line {} {} {}", r.line, r.code, r.message));
     gate.check(
         report.rejected.is_empty(),
@@ -148,7 +148,7 @@ pub async fn bench_import(bench: &Bench) -> anyhow::Result<ImportReport> {
 
     let rerun = import_file(&engine, tenant, &dataset).await?;
     let rerun_rate = rerun.lines as f64 / rerun.seconds.max(1e-9);
-    let stored_after = engine.store().event_count(tenant).await?;
+    let stored_after = engine.logged_events(tenant).await?;
     println!(
         "re-import of the same file: {} appended in {:.2}s = {:.0} events/s",
         rerun.accepted, rerun.seconds, rerun_rate
@@ -158,8 +158,7 @@ pub async fn bench_import(bench: &Bench) -> anyhow::Result<ImportReport> {
         format!("re-import is idempotent ({} appended, {stored_after} stored)", rerun.accepted),
     );
 
-    let settings = runtime.record.read().settings.clone();
-    let replayed = siyu_engine::replay(engine.store(), tenant, settings).await?;
+    let replayed = engine.replay_tenant(tenant).await?;
     let sample = bench.args.sample;
     let live = runtime.clone();
     let mismatches =
