@@ -2,7 +2,7 @@
 //! group-committing pipeline, then applied — in log order — to each tenant's in-memory state
 //! (identity resolution, profiles, scores). Reads are served from that state.
 
-pub mod audience;
+pub mod activity;
 pub mod identity;
 pub mod intern;
 pub mod keys;
@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod profiles;
 pub mod query;
 mod rfm_index;
+pub mod segments;
 pub mod slab;
 pub mod state;
 mod subscriber;
@@ -46,7 +47,7 @@ pub enum EngineError {
     #[error("the ingest pipeline has shut down")]
     ShuttingDown,
     #[error(transparent)]
-    Audience(#[from] audience::ops::AudienceError),
+    Segments(#[from] segments::ops::SegmentsError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -360,7 +361,7 @@ impl Engine {
 /// Builds a tenant's state from nothing by folding its whole log.
 pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSettings) -> Result<TenantState> {
     let mut state = TenantState::new(tenant, settings);
-    state.audience = audience::Audience::load(
+    state.segments = segments::Segments::load(
         store.tag_groups(tenant).await?,
         store.tags(tenant).await?,
         store.tag_ops(tenant).await?,
@@ -375,7 +376,7 @@ pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSe
     state.finish_replay(Millis::now());
     let property_types = state.recount_property_types();
     if !property_types.is_empty() {
-        audience::load_properties_into(store, &mut state, &property_types).await?;
+        segments::load_properties_into(store, &mut state, &property_types).await?;
     }
     Ok(state)
 }
@@ -683,14 +684,14 @@ fn fold_request(runtime: &TenantRuntime, events: &GroupEvents, slice: std::ops::
                 AppendOutcome::Duplicate => folded.duplicates += 1,
             }
         }
-        folded.membership.extend(state.refresh_audience(Millis::now()));
+        folded.membership.extend(state.refresh_memberships(Millis::now()));
     }
     folded
 }
 
 /// Every [`SEGMENT_SWEEP_INTERVAL`], re-evaluates the segments time can change and records sizes.
 async fn run_segment_sweeper(engine: Arc<Engine>) {
-    let mut tick = tokio::time::interval(audience::SEGMENT_SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(segments::SEGMENT_SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; memberships were just evaluated on load
     loop {

@@ -324,7 +324,7 @@ impl TenantState {
             && filter.rfm.is_none_or(|g| scores.rfm.is_some_and(|input| means.group(&input) == g))
             && filter.channel.is_none_or(|c| at.fold.channels & (1 << c.code()) != 0)
             && filter.tag.as_ref().is_none_or(|tag| {
-                let real = self.audience.tag_id(tag).is_some_and(|id| profile.tags.binary_search(&id).is_ok());
+                let real = self.segments.tag_id(tag).is_some_and(|id| profile.tags.binary_search(&id).is_ok());
                 real || profile
                     .traits
                     .as_ref()

@@ -1,8 +1,8 @@
 //! A tenant's derived state, held in memory: the profiles (`profiles.rs`, with identity
 //! resolution in `identity.rs`) and the subscribers that follow them — segments and tags
-//! (`audience.rs`) and the RFM index (`rfm_index.rs`) — plus the "as of" reads of a profile.
+//! (`segments.rs`) and the RFM index (`rfm_index.rs`) — plus the "as of" reads of a profile.
 //!
-//! Invariant: a `TenantState` is a pure function of (the tenant's settings and audience records,
+//! Invariant: a `TenantState` is a pure function of (the tenant's settings, tags and segments,
 //! the log prefix up to `applied_seq`). [`TenantState::apply`] is the only way events enter it,
 //! in seq order: the profiles apply the event and report the [`Change`], which every subscriber
 //! then sees, in the same order on a replay (`subscriber.rs`). So incremental ingestion and
@@ -25,8 +25,8 @@ use crate::subscriber::Subscriber;
 pub struct TenantState {
     /// Profiles, identities and scores; the state reads through to them (`Deref`).
     core: Profiles,
-    /// Tags, segments and their memberships (audience.rs): a subscriber.
-    pub audience: crate::audience::Audience,
+    /// Tags, segments and their memberships (segments.rs): a subscriber.
+    pub segments: crate::segments::Segments,
     /// The buyers' RFM means at any time: a subscriber. Behind a lock because readers bring it
     /// up to date (see [`RfmIndex`]).
     rfm: Mutex<RfmIndex>,
@@ -100,7 +100,7 @@ impl TenantState {
     pub fn new(tenant: TenantId, settings: TenantSettings) -> TenantState {
         let core = Profiles::new(tenant, settings);
         let rfm = Mutex::new(RfmIndex::new(core.rules.config.rfm_window_days));
-        TenantState { core, audience: crate::audience::Audience::default(), rfm }
+        TenantState { core, segments: crate::segments::Segments::default(), rfm }
     }
 
     /// Applies an owned event; see [`TenantState::apply_ref`]. The change is returned without
@@ -117,7 +117,7 @@ impl TenantState {
     /// what changed to every subscriber, in order.
     pub fn apply_ref<'e>(&mut self, seq: Seq, event: &EventRef<'e>) -> Change<'e> {
         let change = self.core.apply_ref(seq, event);
-        let subscribers: [&mut dyn Subscriber; 2] = [&mut self.audience, self.rfm.get_mut()];
+        let subscribers: [&mut dyn Subscriber; 2] = [&mut self.segments, self.rfm.get_mut()];
         for subscriber in subscribers {
             subscriber.on_change(&self.core, &change);
         }

@@ -18,7 +18,7 @@
 //!   in the same order (`crate::replay`). A subscriber that defers work during a replay
 //!   (segments evaluate once at the end) catches up in `finish_replay`.
 //!
-//! Today's subscribers: segments and tags ([`crate::audience::Audience`]) and the RFM index
+//! Today's subscribers: segments and tags ([`crate::segments::Segments`]) and the RFM index
 //! ([`crate::rfm_index::RfmIndex`]). Journey triggers, guardrail counters and metric aggregates
 //! are added the same way: a type implementing [`Subscriber`], a field of the state, and an
 //! entry in the list `TenantState::apply_ref` walks.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::value::RawValue;
-use siyu_engine::audience::{Entry, Evaluator, Members, Segment};
+use siyu_engine::segments::{Entry, Evaluator, Members, Segment};
 use siyu_engine::TenantState;
 use siyu_model::condition::{compile, evaluate, PlainEventWithProps, ProfileSnapshot, Schema};
 use siyu_model::event::EventKind;
@@ -171,7 +171,7 @@ proptest! {
         let events = build(&specs);
         let mut state = TenantState::new(TenantId(1), settings());
         state.watch_properties(&["view", "order_paid"]);
-        state.audience.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
+        state.segments.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
         for (i, event) in events.iter().enumerate() {
             state.apply(i as i64 + 1, event);
         }
@@ -187,7 +187,7 @@ proptest! {
         let evaluator = Evaluator::new(&state, t, &means);
         for text in &conditions {
             let condition = compile(text, &schema).unwrap_or_else(|e| panic!("{text}: {e:?}"));
-            let reordered = siyu_engine::audience::cheapest_first(&condition);
+            let reordered = siyu_engine::segments::cheapest_first(&condition);
             let expected = reference_members(&state, &by_profile, &condition, t, &means);
             let mut one_by_one = Members::default();
             for id in by_profile.keys() {
@@ -210,14 +210,14 @@ proptest! {
         let events = build(&specs);
         let t = Millis(T0 + at_day * DAY);
         let mut state = TenantState::new(TenantId(1), settings());
-        state.audience.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
+        state.segments.set_tags(vec![TagRecord { id: 1, name: "vip".into(), group_id: None, condition: None, created_at: Millis(0) }]);
         state.finish_replay(t);
         state.watch_properties(&["view", "order_paid"]);
         let schema = Schema { tags: ["vip".to_string()].into(), ..Schema::default() };
         for (i, text) in conditions.iter().enumerate() {
             let record = SegmentRecord { id: i as i64 + 1, name: format!("s{i}"), condition: text.clone(), created_at: Millis(0), updated_at: Millis(0) };
             let segment = Segment::new(&state, record, compile(text, &schema).map_err(|e| format!("{e:?}")));
-            state.audience.segments.push(segment);
+            state.segments.entries.push(segment);
             state.evaluate_segment(i as i64 + 1, t, None);
         }
         let mut stale = Vec::new();
@@ -230,7 +230,7 @@ proptest! {
                 }
             }
             state.apply(i as i64 + 1, event);
-            state.refresh_audience(t);
+            state.refresh_memberships(t);
             if i == tag_at.min(events.len() - 1) {
                 if let Some(profile) = state.apply_tag_op(vip_op(vip, i as i64 + 1)) {
                     state.refresh_tags_for_test(&[profile], t);
@@ -241,7 +241,7 @@ proptest! {
         let check = |state: &TenantState, tenant_wide: bool| -> Result<(), TestCaseError> {
             let means = state.rfm_means(t);
             for (i, text) in conditions.iter().enumerate() {
-                let segment = state.audience.segment(i as i64 + 1).unwrap();
+                let segment = state.segments.segment(i as i64 + 1).unwrap();
                 if segment.deps.tenant_wide != tenant_wide {
                     continue;
                 }
@@ -257,7 +257,7 @@ proptest! {
             state.merge_evaluation(Entry::Segment(*id), selected, *version, t);
         }
         check(&state, false)?;
-        state.sweep_audience(t);
+        state.sweep_entries(t);
         check(&state, true)?;
         check(&state, false)?;
     }
@@ -317,11 +317,11 @@ proptest! {
         for (i, (name, condition)) in RULES.iter().enumerate().rev() {
             tags.push(TagRecord { id: i as i64 + 2, name: (*name).into(), group_id: None, condition: Some((*condition).into()), created_at: Millis(0) });
         }
-        state.audience.set_tags(tags);
+        state.segments.set_tags(tags);
         state.finish_replay(t);
         for (i, event) in events.iter().enumerate() {
             state.apply(i as i64 + 1, event);
-            state.refresh_audience(t);
+            state.refresh_memberships(t);
             if i == tag_at.min(events.len() - 1) {
                 if let Some(profile) = state.apply_tag_op(vip_op(vip, i as i64 + 1)) {
                     state.refresh_tags_for_test(&[profile], t);

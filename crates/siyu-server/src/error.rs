@@ -201,13 +201,13 @@ impl From<siyu_engine::EngineError> for ApiError {
             E::NotMerged { .. } => ApiError::new(Code::NotMerged, e.to_string()),
             E::ShuttingDown => ApiError::new(Code::Unavailable, "the server is shutting down"),
             E::Store(s) => ApiError::internal(s),
-            E::Audience(a) => audience_error(a),
+            E::Segments(a) => segments_error(a),
         }
     }
 }
 
-fn audience_error(e: siyu_engine::audience::ops::AudienceError) -> ApiError {
-    use siyu_engine::audience::ops::AudienceError as A;
+fn segments_error(e: siyu_engine::segments::ops::SegmentsError) -> ApiError {
+    use siyu_engine::segments::ops::SegmentsError as A;
     use siyu_store::AudienceKind;
     match e {
         A::InvalidCondition(errors) => {

@@ -1,8 +1,8 @@
 //! The native API under `/api/v1`: ingestion, profiles, the tenant's summary and settings.
 
-mod audience;
 mod events;
 mod profiles;
+mod segments;
 mod tenant;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +17,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(profiles::routes())
         .merge(tenant::routes())
-        .merge(audience::routes())
+        .merge(segments::routes())
 }
 
 /// Parses an optional RFC 3339 `as_of` query parameter.

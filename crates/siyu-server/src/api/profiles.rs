@@ -4,7 +4,7 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use siyu_engine::audience::activity::{ActivityCursor, ActivityPage};
+use siyu_engine::activity::{ActivityCursor, ActivityPage};
 use siyu_engine::query::{MergeView, ProfileFilter, ProfilePage, ProfileRef, ProfileView};
 use siyu_model::score::{FanTier, Ownership, PoolStage, RfmGroup};
 use siyu_model::{Channel, Identity, ProfileId};

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use siyu_engine::audience::ops::ExportFormat;
+use siyu_engine::segments::ops::ExportFormat;
 use siyu_engine::EngineError;
 
 use crate::settings::Settings;
@@ -70,7 +70,7 @@ fn parse_as_of(text: Option<&str>) -> anyhow::Result<Option<siyu_model::Millis>>
 
 fn explain(e: EngineError) -> anyhow::Error {
     match e {
-        EngineError::Audience(siyu_engine::audience::ops::AudienceError::InvalidCondition(errors)) => {
+        EngineError::Segments(siyu_engine::segments::ops::SegmentsError::InvalidCondition(errors)) => {
             let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
             anyhow::anyhow!("the condition is not valid:\n{}", lines.join("\n"))
         }

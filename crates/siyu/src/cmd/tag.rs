@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use siyu_engine::audience::ops::{AudienceError, TagAction};
 use siyu_engine::query::ProfileRef;
+use siyu_engine::segments::ops::{SegmentsError, TagAction};
 use siyu_engine::{Engine, EngineError};
 use siyu_model::{Identity, TenantId};
 
@@ -60,7 +60,7 @@ pub enum Command {
 
 fn explain(e: EngineError) -> anyhow::Error {
     match e {
-        EngineError::Audience(AudienceError::InvalidCondition(errors)) => {
+        EngineError::Segments(SegmentsError::InvalidCondition(errors)) => {
             let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
             anyhow::anyhow!("the condition is not valid:\n{}", lines.join("\n"))
         }

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use siyu_engine::audience::ops::TagAction;
-use siyu_engine::audience::{cheapest_first, Evaluator, Members};
+use siyu_engine::segments::ops::TagAction;
+use siyu_engine::segments::{cheapest_first, Evaluator, Members};
 use siyu_engine::{Engine, TenantRuntime, TenantState};
 use siyu_model::condition::{compile, evaluate, Condition};
 use siyu_model::event::{parse_native, TimeLimits};
@@ -72,7 +72,7 @@ pub struct SegmentsReport {
     pub evaluations: Vec<Evaluation>,
     /// Event to membership, through `Engine::ingest`, with `ACTIVE` segments.
     pub visible: Latency,
-    /// CPU of `apply` + `refresh_audience` per event, without and with the active segments.
+    /// CPU of `apply` + `refresh_memberships` per event, without and with the active segments.
     pub bare_ns_per_event: f64,
     pub kept_ns_per_event: f64,
     pub incremental_events: u64,
@@ -394,7 +394,7 @@ fn sql_profiles(
             affinity: scores.affinity,
             rfm: scores.rfm.map(|input| means.group(&input).label_zh().to_string()),
             channels: i32::from(profile.state.channels),
-            tags: profile.tags.iter().filter_map(|tag| state.audience.tag_name(*tag)).map(str::to_string).collect(),
+            tags: profile.tags.iter().filter_map(|tag| state.segments.tag_name(*tag)).map(str::to_string).collect(),
         });
     })
 }
@@ -467,7 +467,7 @@ async fn probe_latency(engine: &Arc<Engine>, tenant: TenantId, gate: &mut Gate) 
     let targets: Vec<(ProfileId, String, String)> = {
         let runtime = engine.tenant(tenant)?;
         let state = runtime.state.read();
-        let probe = state.audience.segment(probe_id).context("the probe segment")?;
+        let probe = state.segments.segment(probe_id).context("the probe segment")?;
         let step = (state.live_profiles / 1000).max(1) as usize;
         state
             .profile_ids()
@@ -513,18 +513,18 @@ async fn probe_latency(engine: &Arc<Engine>, tenant: TenantId, gate: &mut Gate) 
     Ok(latency)
 }
 
-/// CPU per event of `apply` and `refresh_audience`, refreshing after every event (the pipeline
+/// CPU per event of `apply` and `refresh_memberships`, refreshing after every event (the pipeline
 /// refreshes once per group commit, so this is the worst case): the first half of `events`
 /// without segments, the second with the active ones. Returns both and the checks that failed.
 fn per_event_cost(state: &mut TenantState, events: Vec<Event>, t: Millis) -> (f64, f64, Vec<String>) {
     // Regrade everything at `t` (the engine evaluated at the wall clock).
-    state.sweep_audience(t);
+    state.sweep_entries(t);
     let (bare, kept) = events.split_at(events.len() / 2);
-    let segments = std::mem::take(&mut state.audience.segments);
+    let segments = std::mem::take(&mut state.segments.entries);
     let bare_ns = apply_all(state, bare, t);
-    state.audience.segments = segments;
+    state.segments.entries = segments;
     // Memberships of the profiles the first half touched are evaluated afresh, untimed.
-    let ids: Vec<i64> = state.audience.segments.iter().map(|s| s.record.id).collect();
+    let ids: Vec<i64> = state.segments.entries.iter().map(|s| s.record.id).collect();
     for id in ids {
         state.evaluate_segment(id, t, None);
     }
@@ -540,7 +540,7 @@ fn per_event_cost(state: &mut TenantState, events: Vec<Event>, t: Millis) -> (f6
     let check = |state: &TenantState, tenant_wide: bool, failures: &mut Vec<String>| {
         let means = state.rfm_means(t);
         let evaluator = Evaluator::new(state, t, &means);
-        for segment in state.audience.segments.iter().filter(|s| s.deps.tenant_wide == tenant_wide) {
+        for segment in state.segments.entries.iter().filter(|s| s.deps.tenant_wide == tenant_wide) {
             let Some(condition) = &segment.condition else { continue };
             let full = evaluator.select(condition);
             if full != segment.members {
@@ -554,7 +554,7 @@ fn per_event_cost(state: &mut TenantState, events: Vec<Event>, t: Millis) -> (f6
         }
     };
     check(state, false, &mut failures);
-    state.sweep_audience(t);
+    state.sweep_entries(t);
     check(state, true, &mut failures);
     (bare_ns, kept_ns, failures)
 }
@@ -565,7 +565,7 @@ fn apply_all(state: &mut TenantState, events: &[Event], t: Millis) -> f64 {
     for event in events {
         seq += 1;
         state.apply(seq, event);
-        state.refresh_audience(t);
+        state.refresh_memberships(t);
     }
     thread_cpu_ns().unwrap_or(0).saturating_sub(cpu) as f64 / events.len().max(1) as f64
 }

@@ -2,12 +2,11 @@
 //! the tags each profile carries, segment memberships kept current as events arrive and as time
 //! passes, and the fast condition evaluator they share.
 //!
-//! Invariant: everything here is a function of (the log, the tenant's audience records: tag
+//! Invariant: everything here is a function of (the log, the tenant's tag and segment records: tag
 //! groups, tags, manual tag operations, segments) — [`crate::replay`] loads the records, applies
 //! each tag operation right after the event it followed (`after_seq`), and evaluates every
 //! segment at the end, so a rebuild reproduces tags and memberships exactly.
 
-pub mod activity;
 pub mod eval;
 pub mod ops;
 
@@ -47,12 +46,12 @@ pub(crate) async fn load_properties_into(
             if let (true, Some(code), Some(props)) =
                 (types.iter().any(|t| t == name), state.type_code_of(name), &stored.event.properties)
             {
-                state.audience.keep_properties(stored.seq, code, props.get());
+                state.segments.keep_properties(stored.seq, code, props.get());
             }
         }
     }
     let now = Millis::now();
-    for index in 0..state.audience.segments.len() {
+    for index in 0..state.segments.entries.len() {
         state.evaluate_entry(index, now, None);
     }
     Ok(())
@@ -60,7 +59,7 @@ pub(crate) async fn load_properties_into(
 
 /// A tenant's tags, segments and memberships.
 #[derive(Default)]
-pub struct Audience {
+pub struct Segments {
     pub groups: Vec<TagGroupRecord>,
     /// Live tags in id order.
     pub tags: Vec<TagRecord>,
@@ -69,7 +68,7 @@ pub struct Audience {
     pub tag_ops: Vec<TagOp>,
     /// Operations loaded for a replay, waiting for the event they followed.
     pending_ops: VecDeque<TagOp>,
-    pub segments: Vec<Segment>,
+    pub entries: Vec<Segment>,
     /// Off while replaying: memberships are evaluated once at the end instead.
     tracking: bool,
     /// Profiles touched since the last refresh, and how.
@@ -85,7 +84,7 @@ pub struct Audience {
     unsaved_rule_ops: Vec<TagOp>,
 }
 
-impl Subscriber for Audience {
+impl Subscriber for Segments {
     /// Keeps the event's properties if a condition filters on them, and notes the profiles whose
     /// memberships the next refresh decides again (merged-away ones leave every segment).
     fn on_change(&mut self, _profiles: &Profiles, change: &Change<'_>) {
@@ -104,7 +103,7 @@ impl Subscriber for Audience {
     }
 }
 
-/// An entry of the audience: a segment or a rule tag (their ids are separate).
+/// An entry: a segment or a rule tag (their ids are separate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     Segment(i64),
@@ -133,7 +132,7 @@ pub(crate) enum Touch {
 
 /// A segment: its record, its checked condition and its members. A rule tag is kept as a
 /// segment too (`rule_tag` set, `record.id` = the tag id) whose members carry the tag; rule tags
-/// come first in `Audience::segments`, in dependency order, so a rule tag is evaluated before
+/// come first in `Segments::segments`, in dependency order, so a rule tag is evaluated before
 /// anything that reads it.
 pub struct Segment {
     pub record: SegmentRecord,
@@ -194,7 +193,7 @@ const RELATIONSHIP_TYPES: [EventType; 10] = [
 const ORDER_TYPES: [EventType; 2] = [EventType::OrderPaid, EventType::OrderRefunded];
 
 impl Segment {
-    /// An entry of `state`'s audience (the state tells which event types can change it).
+    /// An entry of `state`'s segments (the state tells which event types can change it).
     pub fn new(state: &TenantState, record: SegmentRecord, condition: Result<Condition, String>) -> Segment {
         let (condition, error) = match condition {
             Ok(c) => (Some(cheapest_first(&c)), None),
@@ -239,19 +238,19 @@ impl Segment {
     }
 }
 
-impl Audience {
+impl Segments {
     /// Loads the records of a tenant before a replay.
     pub fn load(
         groups: Vec<TagGroupRecord>,
         tags: Vec<TagRecord>,
         ops: Vec<TagOp>,
         segments: Vec<SegmentRecord>,
-    ) -> Audience {
-        let mut audience = Audience { groups, pending_ops: ops.into(), ..Audience::default() };
-        audience.set_tags(tags);
+    ) -> Segments {
+        let mut loaded = Segments { groups, pending_ops: ops.into(), ..Segments::default() };
+        loaded.set_tags(tags);
         // Conditions are checked after the replay, when custom event types are known.
-        audience.segments = segments.into_iter().map(Segment::unloaded).collect();
-        audience
+        loaded.entries = segments.into_iter().map(Segment::unloaded).collect();
+        loaded
     }
 
     pub fn set_tags(&mut self, tags: Vec<TagRecord>) {
@@ -280,36 +279,36 @@ impl Audience {
     }
 
     fn touched(&mut self, profile: ProfileId, touch: Touch) {
-        if self.tracking && !self.segments.is_empty() {
+        if self.tracking && !self.entries.is_empty() {
             self.dirty.push((profile, touch));
         }
     }
 
     /// A segment (not a rule tag) by id.
     pub fn segment(&self, id: i64) -> Option<&Segment> {
-        self.segments.iter().find(|s| s.rule_tag.is_none() && s.record.id == id)
+        self.entries.iter().find(|s| s.rule_tag.is_none() && s.record.id == id)
     }
 
     fn segment_index(&self, id: i64) -> Option<usize> {
-        self.segments.iter().position(|s| s.rule_tag.is_none() && s.record.id == id)
+        self.entries.iter().position(|s| s.rule_tag.is_none() && s.record.id == id)
     }
 
     fn entry_index(&self, entry: Entry) -> Option<usize> {
         match entry {
             Entry::Segment(id) => self.segment_index(id),
-            Entry::RuleTag(tag) => self.segments.iter().position(|s| s.rule_tag == Some(tag)),
+            Entry::RuleTag(tag) => self.entries.iter().position(|s| s.rule_tag == Some(tag)),
         }
     }
 
     /// Every segment's id and size.
     pub fn segment_sizes(&self) -> Vec<(i64, u64)> {
-        self.segments.iter().filter(|s| s.rule_tag.is_none()).map(|s| (s.record.id, s.members.size())).collect()
+        self.entries.iter().filter(|s| s.rule_tag.is_none()).map(|s| (s.record.id, s.members.size())).collect()
     }
 
     /// The entries time (or other profiles, through the RFM means) can change, in evaluation
     /// order: what the periodic sweep re-evaluates.
     pub fn swept_entries(&self) -> Vec<Entry> {
-        self.segments
+        self.entries
             .iter()
             .filter(|s| s.deps.time_dependent || s.deps.tenant_wide)
             .map(|s| match s.rule_tag {
@@ -321,7 +320,7 @@ impl Audience {
 
     /// The entry of a rule tag.
     pub fn rule(&self, tag: u32) -> Option<&Segment> {
-        self.segments.iter().find(|s| s.rule_tag == Some(tag))
+        self.entries.iter().find(|s| s.rule_tag == Some(tag))
     }
 
     /// Is this tag a rule tag?
@@ -339,18 +338,18 @@ impl Audience {
     /// stored anyway, its members keep id order.
     pub(crate) fn order(&mut self) {
         let rules: Vec<(String, BTreeSet<String>)> = self
-            .segments
+            .entries
             .iter()
             .filter(|s| s.rule_tag.is_some())
             .map(|s| (s.record.name.clone(), s.deps.tags.clone()))
             .collect();
         let order = dependency_order(&rules).unwrap_or_else(|_| (0..rules.len()).collect());
         let (mut rule_entries, segments): (Vec<Segment>, Vec<Segment>) =
-            std::mem::take(&mut self.segments).into_iter().partition(|s| s.rule_tag.is_some());
+            std::mem::take(&mut self.entries).into_iter().partition(|s| s.rule_tag.is_some());
         let mut slots: Vec<Option<Segment>> = rule_entries.drain(..).map(Some).collect();
-        self.segments = order.into_iter().filter_map(|i| slots[i].take()).collect();
-        self.segments.extend(slots.into_iter().flatten());
-        self.segments.extend(segments);
+        self.entries = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        self.entries.extend(slots.into_iter().flatten());
+        self.entries.extend(segments);
     }
 }
 
@@ -439,7 +438,7 @@ impl TenantState {
     /// The schema conditions are checked against: the tenant's tags and custom event types.
     pub fn schema(&self) -> siyu_model::condition::Schema {
         let mut schema = siyu_model::condition::Schema {
-            tags: self.audience.tags.iter().map(|t| t.name.clone()).collect(),
+            tags: self.segments.tags.iter().map(|t| t.name.clone()).collect(),
             ..Default::default()
         };
         schema.custom_event_types.extend(self.custom_types.iter().map(|(_, name)| name.to_string()));
@@ -451,7 +450,7 @@ impl TenantState {
 
     /// A live profile at `t` as the reference evaluator (`condition::naive`) reads it: its
     /// scores as plain fields (RFM graded against `means`) and its events, rebuilt from its
-    /// facts (with the properties the audience keeps, null otherwise). What benchmarks hold the
+    /// facts (with the properties the segments keep, null otherwise). What benchmarks hold the
     /// fast evaluator against.
     pub fn reference_view(
         &self,
@@ -470,7 +469,7 @@ impl TenantState {
                 amount: (f.amount.0 != 0).then_some(f.amount),
                 channel: f.channel,
                 account: self.accounts.name(f.account).to_string(),
-                properties: self.audience.properties(f.seq).cloned().unwrap_or_default(),
+                properties: self.segments.properties(f.seq).cloned().unwrap_or_default(),
             })
             .collect();
         let past: Vec<&siyu_model::condition::PlainEventWithProps> = events.iter().filter(|e| e.ts <= t).collect();
@@ -491,7 +490,7 @@ impl TenantState {
             last_seen: past.iter().map(|e| e.ts).max(),
             channels: past.iter().map(|e| e.channel).collect(),
             accounts: past.iter().map(|e| (e.channel, e.account.clone())).collect(),
-            tags: profile.tags.iter().filter_map(|t| self.audience.tag_name(*t)).map(str::to_string).collect(),
+            tags: profile.tags.iter().filter_map(|t| self.segments.tag_name(*t)).map(str::to_string).collect(),
             identity_kinds: profile.identities.iter().map(|l| l.identity.kind.as_str().to_string()).collect(),
             traits: profile.traits.as_deref().cloned().unwrap_or_default(),
         };
@@ -500,8 +499,8 @@ impl TenantState {
 
     /// Applies the loaded tag operations that followed events before `seq` (during a replay).
     pub(crate) fn apply_due_tag_ops(&mut self, seq: Seq) {
-        while self.audience.pending_ops.front().is_some_and(|op| op.after_seq < seq) {
-            let op = self.audience.pending_ops.pop_front().expect("checked");
+        while self.segments.pending_ops.front().is_some_and(|op| op.after_seq < seq) {
+            let op = self.segments.pending_ops.pop_front().expect("checked");
             self.apply_tag_op(op);
         }
     }
@@ -528,11 +527,11 @@ impl TenantState {
             value: op.identity_value.clone(),
         };
         // A rule tag's operations are history only: its members are derived.
-        let known_tag = self.audience.tags.iter().any(|t| t.id == op.tag_id && t.condition.is_none());
+        let known_tag = self.segments.tags.iter().any(|t| t.id == op.tag_id && t.condition.is_none());
         let profile = self.lookup(&identity);
         let tag = op.tag_id as u32;
         let add = op.add;
-        self.audience.tag_ops.push(op);
+        self.segments.tag_ops.push(op);
         let id = profile.filter(|_| known_tag)?;
         let tags = &mut self.profile_mut(id)?.tags;
         let changed = match (tags.binary_search(&tag), add) {
@@ -565,25 +564,25 @@ impl TenantState {
             checked
         };
         let mut entries: Vec<Segment> = self
-            .audience
+            .segments
             .tags
             .iter()
             .filter_map(|tag| Some(Segment::rule(self, tag, check(tag.condition.as_deref()?, "rule tag", tag.id))))
             .collect();
-        for segment in self.audience.segments.iter().filter(|s| s.rule_tag.is_none()) {
+        for segment in self.segments.entries.iter().filter(|s| s.rule_tag.is_none()) {
             entries.push(Segment::new(
                 self,
                 segment.record.clone(),
                 check(&segment.record.condition, "segment", segment.record.id),
             ));
         }
-        self.audience.segments = entries;
-        self.audience.order();
+        self.segments.entries = entries;
+        self.segments.order();
         self.recount_property_types();
-        for index in 0..self.audience.segments.len() {
+        for index in 0..self.segments.entries.len() {
             self.evaluate_entry(index, now, None);
         }
-        self.audience.tracking = true;
+        self.segments.tracking = true;
     }
 
     /// Keeps the properties of events of these types from now on (tests and benchmarks; segments
@@ -591,7 +590,7 @@ impl TenantState {
     pub fn watch_properties(&mut self, names: &[&str]) {
         for name in names {
             let code = self.type_code(name);
-            self.audience.property_types.insert(code);
+            self.segments.property_types.insert(code);
         }
     }
 
@@ -599,7 +598,7 @@ impl TenantState {
     /// returns the types newly watched, whose properties in the log are not read yet.
     pub(crate) fn recount_property_types(&mut self) -> Vec<String> {
         let mut names = Vec::new();
-        for segment in &self.audience.segments {
+        for segment in &self.segments.entries {
             if let Some(c) = &segment.condition {
                 property_types(c, &mut names);
             }
@@ -607,9 +606,9 @@ impl TenantState {
         names.sort();
         names.dedup();
         let coded: Vec<(String, u16)> = names.into_iter().map(|n| (n.clone(), self.type_code(&n))).collect();
-        let new = coded.iter().filter(|(_, code)| !self.audience.property_types.contains(code)).map(|(n, _)| n.clone());
+        let new = coded.iter().filter(|(_, code)| !self.segments.property_types.contains(code)).map(|(n, _)| n.clone());
         let new = new.collect();
-        self.audience.property_types = coded.into_iter().map(|(_, code)| code).collect();
+        self.segments.property_types = coded.into_iter().map(|(_, code)| code).collect();
         new
     }
 
@@ -682,23 +681,23 @@ impl TenantState {
     }
 
     fn means_at(&mut self, t: Millis, refresh: bool) -> RfmMeans {
-        if refresh || self.audience.means.is_none() {
-            self.audience.means = Some(self.rfm_means(t));
+        if refresh || self.segments.means.is_none() {
+            self.segments.means = Some(self.rfm_means(t));
         }
-        self.audience.means.expect("set above")
+        self.segments.means.expect("set above")
     }
 
     /// Re-evaluates one segment over every live profile at `t` and returns the changes (attributed
     /// to `seq` when an event caused them). The RFM means are recomputed.
     pub fn evaluate_segment(&mut self, id: i64, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
-        let Some(index) = self.audience.segment_index(id) else { return Vec::new() };
+        let Some(index) = self.segments.segment_index(id) else { return Vec::new() };
         self.evaluate_entry(index, t, seq)
     }
 
     fn evaluate_entry(&mut self, index: usize, t: Millis, seq: Option<Seq>) -> Vec<MembershipChange> {
-        let needs_means = self.audience.segments[index].deps.tenant_wide;
+        let needs_means = self.segments.entries[index].deps.tenant_wide;
         let means = self.means_at(t, needs_means);
-        let selected = match &self.audience.segments[index].condition {
+        let selected = match &self.segments.entries[index].condition {
             Some(condition) => Evaluator::new(self, t, &means).select(condition),
             None => Members::default(),
         };
@@ -710,19 +709,19 @@ impl TenantState {
     /// evaluation done in chunks, outside the write lock, compares it with the state it merges
     /// into.
     pub fn version(&self) -> StateVersion {
-        StateVersion { applied_seq: self.applied_seq, tag_ops: self.audience.tag_ops.len() }
+        StateVersion { applied_seq: self.applied_seq, tag_ops: self.segments.tag_ops.len() }
     }
 
     /// An entry's condition and whether it reads the RFM means, for an evaluation outside the
     /// write lock.
     pub fn entry_condition(&self, entry: Entry) -> Option<(Condition, bool)> {
-        let segment = &self.audience.segments[self.audience.entry_index(entry)?];
+        let segment = &self.segments.entries[self.segments.entry_index(entry)?];
         Some((segment.condition.clone()?, segment.deps.tenant_wide))
     }
 
     /// Sets the RFM means incremental refreshes grade against (a sweep computes them afresh).
     pub fn install_means(&mut self, means: RfmMeans) {
-        self.audience.means = Some(means);
+        self.segments.means = Some(means);
     }
 
     /// Makes `selected` — a full evaluation of `entry` at `t` that read the state at `version` —
@@ -734,7 +733,7 @@ impl TenantState {
         version: StateVersion,
         t: Millis,
     ) -> Vec<MembershipChange> {
-        match self.audience.entry_index(entry) {
+        match self.segments.entry_index(entry) {
             Some(index) => self.merge_selection(index, selected, version, t, None),
             None => Vec::new(), // deleted meanwhile
         }
@@ -756,7 +755,7 @@ impl TenantState {
         let stale = version != self.version();
         let means = self.means_at(t, false);
         // Taken out while the state is read (and its tags written), put back below.
-        let mut segments = std::mem::take(&mut self.audience.segments);
+        let mut segments = std::mem::take(&mut self.segments.entries);
         let segment = &mut segments[index];
         let mut moved: Vec<(ProfileId, bool)> = segment.members.and_not(selected).iter().map(|p| (p, false)).collect();
         moved.extend(selected.and_not(&segment.members).iter().map(|p| (p, true)));
@@ -783,14 +782,14 @@ impl TenantState {
                         changed.insert(profile);
                     }
                 }
-                self.audience.segments = segments;
+                self.segments.entries = segments;
                 if !changed.is_empty() {
                     changes = self.refresh_entries(index + 1, &[], &mut changed, t, seq);
                 }
             }
             None => {
                 changes = flips.iter().map(|&(profile, member)| change(segment, profile, member, t, seq)).collect();
-                self.audience.segments = segments;
+                self.segments.entries = segments;
             }
         }
         changes
@@ -801,7 +800,7 @@ impl TenantState {
     /// the profile's tags changed.
     fn set_rule_tag(&mut self, tag: u32, profile: ProfileId, member: bool, t: Millis, seq: Option<Seq>) -> bool {
         let after_seq = seq.unwrap_or(self.applied_seq);
-        let tracking = self.audience.tracking;
+        let tracking = self.segments.tracking;
         let Some(p) = self.profile_mut(profile) else { return false };
         if p.merged_into.is_some() {
             return false;
@@ -832,8 +831,8 @@ impl TenantState {
                     after_seq,
                     at: t,
                 };
-                self.audience.tag_ops.push(op.clone());
-                self.audience.unsaved_rule_ops.push(op);
+                self.segments.tag_ops.push(op.clone());
+                self.segments.unsaved_rule_ops.push(op);
             }
         }
         changed
@@ -852,7 +851,7 @@ impl TenantState {
         seq: Option<Seq>,
     ) -> Vec<MembershipChange> {
         let means = self.means_at(t, false);
-        let mut segments = std::mem::take(&mut self.audience.segments);
+        let mut segments = std::mem::take(&mut self.segments.entries);
         let mut due: Vec<ProfileId> = Vec::new();
         // Plain segments are evaluated after the loop (their answers affect no other entry),
         // profile by profile: (profile, entry index) pairs.
@@ -913,15 +912,15 @@ impl TenantState {
                 changes.push(change(&segments[index], profile, member, t, seq));
             }
         }
-        self.audience.segments = segments;
+        self.segments.entries = segments;
         changes
     }
 
     /// Keeps memberships current after events were applied: re-evaluates the touched profiles
     /// for the segments (and rule tags) their events can affect, and removes merged-away profiles.
-    pub fn refresh_audience(&mut self, t: Millis) -> Vec<MembershipChange> {
-        let mut dirty = std::mem::take(&mut self.audience.dirty);
-        let changes = if dirty.is_empty() || self.audience.segments.is_empty() {
+    pub fn refresh_memberships(&mut self, t: Millis) -> Vec<MembershipChange> {
+        let mut dirty = std::mem::take(&mut self.segments.dirty);
+        let changes = if dirty.is_empty() || self.segments.entries.is_empty() {
             Vec::new()
         } else {
             let seq = Some(self.applied_seq);
@@ -929,7 +928,7 @@ impl TenantState {
         };
         // Handed back empty, so its allocation is reused.
         dirty.clear();
-        self.audience.dirty = dirty;
+        self.segments.dirty = dirty;
         changes
     }
 
@@ -948,15 +947,15 @@ impl TenantState {
     /// The periodic sweep: segments and rule tags that time (or other profiles, for RFM) can
     /// change are re-evaluated over every profile, in order. Returns the segments' changes and
     /// every segment's size.
-    pub fn sweep_audience(&mut self, t: Millis) -> (Vec<MembershipChange>, Vec<(i64, u64)>) {
-        let mut changes = self.refresh_audience(t);
-        self.audience.means = None;
-        for entry in self.audience.swept_entries() {
-            if let Some(index) = self.audience.entry_index(entry) {
+    pub fn sweep_entries(&mut self, t: Millis) -> (Vec<MembershipChange>, Vec<(i64, u64)>) {
+        let mut changes = self.refresh_memberships(t);
+        self.segments.means = None;
+        for entry in self.segments.swept_entries() {
+            if let Some(index) = self.segments.entry_index(entry) {
                 changes.extend(self.evaluate_entry(index, t, None));
             }
         }
-        (changes, self.audience.segment_sizes())
+        (changes, self.segments.segment_sizes())
     }
 }
 

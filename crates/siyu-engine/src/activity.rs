@@ -128,10 +128,10 @@ impl Engine {
                 .collect();
             let mine = |op: &siyu_store::TagOp| state.tag_op_concerns(op, live);
             let tags =
-                state.audience.tag_ops.iter().enumerate().rev().filter(|(_, op)| mine(op)).filter_map(|(i, op)| {
+                state.segments.tag_ops.iter().enumerate().rev().filter(|(_, op)| mine(op)).filter_map(|(i, op)| {
                     let key = ActivityCursor { at: op.at.0, rank: 1, id: i as i64 };
                     let tag = ActivityTag {
-                        tag: state.audience.tag_name(op.tag_id as u32).unwrap_or("(deleted tag)").to_string(),
+                        tag: state.segments.tag_name(op.tag_id as u32).unwrap_or("(deleted tag)").to_string(),
                         action: if op.add { "added" } else { "removed" }.into(),
                         actor: op.actor.clone(),
                     };
@@ -139,8 +139,8 @@ impl Engine {
                 });
             items.extend(tags.take(limit));
             let names: rustc_hash::FxHashMap<i64, String> = state
-                .audience
                 .segments
+                .entries
                 .iter()
                 .filter(|s| s.rule_tag.is_none())
                 .map(|s| (s.record.id, s.record.name.clone()))

@@ -16,7 +16,7 @@ use crate::{Engine, EngineError, Result};
 
 /// A refusal of a tag or segment operation.
 #[derive(Debug, thiserror::Error)]
-pub enum AudienceError {
+pub enum SegmentsError {
     /// The condition does not parse or check; every error carries its line and column.
     #[error("invalid condition: {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     InvalidCondition(Vec<ConditionError>),
@@ -39,19 +39,19 @@ pub enum AudienceError {
 
 fn map_store(e: StoreError) -> EngineError {
     match e {
-        StoreError::NameTaken { kind, name } => AudienceError::NameTaken { kind, name }.into(),
+        StoreError::NameTaken { kind, name } => SegmentsError::NameTaken { kind, name }.into(),
         other => other.into(),
     }
 }
 
 fn not_found(kind: AudienceKind, what: impl ToString) -> EngineError {
-    AudienceError::NotFound { kind, what: what.to_string() }.into()
+    SegmentsError::NotFound { kind, what: what.to_string() }.into()
 }
 
 fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(AudienceError::Invalid {
+        return Err(SegmentsError::Invalid {
             field: "name",
             message: "a name is 1 to 100 characters, without control characters".into(),
         }
@@ -215,26 +215,26 @@ fn change_view(c: &MembershipChange) -> MembershipChangeView {
 fn check_rule(state: &TenantState, name: &str, text: &str) -> Result<String> {
     let mut schema = state.schema();
     schema.tags.insert(name.to_string());
-    let condition = compile(text, &schema).map_err(AudienceError::InvalidCondition)?;
-    let canonical = parse(text).map_err(|e| AudienceError::InvalidCondition(vec![e]))?.to_string();
+    let condition = compile(text, &schema).map_err(SegmentsError::InvalidCondition)?;
+    let canonical = parse(text).map_err(|e| SegmentsError::InvalidCondition(vec![e]))?.to_string();
     let mut rules: Vec<(String, std::collections::BTreeSet<String>)> = state
-        .audience
         .segments
+        .entries
         .iter()
         .filter(|s| s.rule_tag.is_some() && s.record.name != name)
         .map(|s| (s.record.name.clone(), s.deps.tags.clone()))
         .collect();
     // First, so that a cycle (which must pass through it) is named from it.
     rules.insert(0, (name.to_string(), condition.references_tags()));
-    super::dependency_order(&rules).map_err(AudienceError::Cycle)?;
+    super::dependency_order(&rules).map_err(SegmentsError::Cycle)?;
     Ok(canonical)
 }
 
 /// Parses and checks a condition against the tenant's state; returns it with its canonical text.
 fn checked(state: &TenantState, text: &str) -> Result<(siyu_model::condition::Condition, String)> {
     let schema = state.schema();
-    let condition = compile(text, &schema).map_err(AudienceError::InvalidCondition)?;
-    let canonical = parse(text).map_err(|e| AudienceError::InvalidCondition(vec![e]))?.to_string();
+    let condition = compile(text, &schema).map_err(SegmentsError::InvalidCondition)?;
+    let canonical = parse(text).map_err(|e| SegmentsError::InvalidCondition(vec![e]))?.to_string();
     Ok((condition, canonical))
 }
 
@@ -245,7 +245,7 @@ impl Engine {
         let name = check_name(name)?;
         let runtime = self.tenant(tenant)?;
         let record = self.store().create_tag_group(tenant, &name).await.map_err(map_store)?;
-        runtime.state.write().audience.groups.push(record.clone());
+        runtime.state.write().segments.groups.push(record.clone());
         Ok(TagGroupView { id: record.id, name: record.name, created_at: record.created_at.to_rfc3339() })
     }
 
@@ -253,7 +253,7 @@ impl Engine {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
         Ok(state
-            .audience
+            .segments
             .groups
             .iter()
             .map(|g| TagGroupView { id: g.id, name: g.name.clone(), created_at: g.created_at.to_rfc3339() })
@@ -266,7 +266,7 @@ impl Engine {
         if !self.store().delete_tag_group(tenant, id).await? {
             return Err(not_found(AudienceKind::TagGroup, id));
         }
-        runtime.state.write().audience.groups.retain(|g| g.id != id);
+        runtime.state.write().segments.groups.retain(|g| g.id != id);
         Ok(())
     }
 
@@ -284,9 +284,9 @@ impl Engine {
         let name = check_name(name)?;
         let runtime = self.tenant(tenant)?;
         if let Some(group) = group_id {
-            if !runtime.state.read().audience.groups.iter().any(|g| g.id == group) {
+            if !runtime.state.read().segments.groups.iter().any(|g| g.id == group) {
                 return Err(
-                    AudienceError::Invalid { field: "group_id", message: format!("no tag group {group}") }.into()
+                    SegmentsError::Invalid { field: "group_id", message: format!("no tag group {group}") }.into()
                 );
             }
         }
@@ -298,9 +298,9 @@ impl Engine {
         // For a rule tag: the event types whose properties its condition newly needs.
         let rule = {
             let mut state = runtime.state.write();
-            let mut tags = state.audience.tags.clone();
+            let mut tags = state.segments.tags.clone();
             tags.push(record.clone());
-            state.audience.set_tags(tags);
+            state.segments.set_tags(tags);
             match &record.condition {
                 None => None,
                 Some(text) => {
@@ -308,8 +308,8 @@ impl Engine {
                     let compiled = compile(text, &schema)
                         .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
                     let entry = Segment::rule(&state, &record, compiled);
-                    state.audience.segments.push(entry);
-                    state.audience.order();
+                    state.segments.entries.push(entry);
+                    state.segments.order();
                     Some(state.recount_property_types())
                 }
             }
@@ -330,9 +330,9 @@ impl Engine {
         let canonical = {
             let state = runtime.state.read();
             let tag =
-                state.audience.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
+                state.segments.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
             if tag.condition.is_none() {
-                return Err(AudienceError::Invalid {
+                return Err(SegmentsError::Invalid {
                     field: "condition",
                     message: format!("tag {:?} is a manual tag; only a rule tag's condition can change", tag.name),
                 }
@@ -345,24 +345,24 @@ impl Engine {
         }
         let new_types = {
             let mut state = runtime.state.write();
-            let mut tags = state.audience.tags.clone();
+            let mut tags = state.segments.tags.clone();
             let Some(record) = tags.iter_mut().find(|t| t.id == id) else {
                 return Err(not_found(AudienceKind::Tag, id));
             };
             record.condition = Some(canonical.clone());
             let record = record.clone();
-            state.audience.set_tags(tags);
+            state.segments.set_tags(tags);
             let schema = state.schema();
             let compiled = compile(&canonical, &schema)
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
             let mut entry = Segment::rule(&state, &record, compiled);
-            if let Some(old) = state.audience.segments.iter_mut().find(|s| s.rule_tag == Some(id as u32)) {
+            if let Some(old) = state.segments.entries.iter_mut().find(|s| s.rule_tag == Some(id as u32)) {
                 entry.members = std::mem::take(&mut old.members);
                 *old = entry;
             } else {
-                state.audience.segments.push(entry);
+                state.segments.entries.push(entry);
             }
-            state.audience.order();
+            state.segments.order();
             state.recount_property_types()
         };
         self.load_properties(tenant, &new_types).await?;
@@ -376,7 +376,7 @@ impl Engine {
     /// a failure is logged).
     pub(crate) async fn store_derived(&self, tenant: TenantId, mut ops: Vec<TagOp>, changes: &[MembershipChange]) {
         if let Ok(runtime) = self.tenant(tenant) {
-            ops.extend(runtime.state.write().audience.take_rule_ops());
+            ops.extend(runtime.state.write().segments.take_rule_ops());
         }
         if !ops.is_empty() {
             if let Err(e) = self.store().append_tag_ops(tenant, &ops).await {
@@ -400,7 +400,7 @@ impl Engine {
             }
         }
         Ok(state
-            .audience
+            .segments
             .tags
             .iter()
             .map(|t| TagView {
@@ -421,15 +421,12 @@ impl Engine {
         {
             let state = runtime.state.read();
             let tag =
-                state.audience.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
-            if let Some(user) = state
-                .audience
-                .segments
-                .iter()
-                .find(|s| s.deps.tags.contains(&tag.name) && s.rule_tag != Some(id as u32))
+                state.segments.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
+            if let Some(user) =
+                state.segments.entries.iter().find(|s| s.deps.tags.contains(&tag.name) && s.rule_tag != Some(id as u32))
             {
                 let what = if user.rule_tag.is_some() { "rule tag" } else { "segment" };
-                return Err(AudienceError::InUse(format!(
+                return Err(SegmentsError::InUse(format!(
                     "tag {:?} is used by {what} {:?} (id {}); change that {what} first",
                     tag.name, user.record.name, user.record.id
                 ))
@@ -440,9 +437,9 @@ impl Engine {
             return Err(not_found(AudienceKind::Tag, id));
         }
         let mut state = runtime.state.write();
-        let tags = state.audience.tags.iter().filter(|t| t.id != id).cloned().collect();
-        state.audience.set_tags(tags);
-        state.audience.segments.retain(|s| s.rule_tag != Some(id as u32));
+        let tags = state.segments.tags.iter().filter(|t| t.id != id).cloned().collect();
+        state.segments.set_tags(tags);
+        state.segments.entries.retain(|s| s.rule_tag != Some(id as u32));
         let ids: Vec<ProfileId> = state.profile_ids().collect();
         for profile in ids {
             let tags = &mut state.profile_mut(profile).expect("live").tags;
@@ -468,9 +465,9 @@ impl Engine {
             let mut resolved = Vec::with_capacity(changes.len());
             for (name, action) in changes {
                 let tag =
-                    state.audience.tag_id(name).ok_or_else(|| not_found(AudienceKind::Tag, format!("{name:?}")))?;
-                if state.audience.is_rule_tag(i64::from(tag)) {
-                    return Err(AudienceError::RuleTag(name.clone()).into());
+                    state.segments.tag_id(name).ok_or_else(|| not_found(AudienceKind::Tag, format!("{name:?}")))?;
+                if state.segments.is_rule_tag(i64::from(tag)) {
+                    return Err(SegmentsError::RuleTag(name.clone()).into());
                 }
                 resolved.push((tag, *action));
             }
@@ -525,17 +522,17 @@ impl Engine {
             ProfileRef::Identity(_) => EngineError::NoSuchProfile(0),
         })?;
         let profile = state.profile(id).ok_or(EngineError::NoSuchProfile(id))?;
-        let tags = profile.tags.iter().filter_map(|t| state.audience.tag_name(*t)).map(str::to_string).collect();
+        let tags = profile.tags.iter().filter_map(|t| state.segments.tag_name(*t)).map(str::to_string).collect();
         let mine = |op: &&TagOp| state.tag_op_concerns(op, id);
         let history = state
-            .audience
+            .segments
             .tag_ops
             .iter()
             .rev()
             .filter(mine)
             .take(500)
             .map(|op| TagHistoryEntry {
-                tag: state.audience.tag_name(op.tag_id as u32).unwrap_or("(deleted tag)").to_string(),
+                tag: state.segments.tag_name(op.tag_id as u32).unwrap_or("(deleted tag)").to_string(),
                 action: if op.add { "added" } else { "removed" }.into(),
                 actor: op.actor.clone(),
                 at: op.at.to_rfc3339(),
@@ -586,7 +583,7 @@ impl Engine {
         let runtime = self.tenant(tenant)?;
         let (old_name, old_condition) = {
             let state = runtime.state.read();
-            let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+            let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
             (segment.record.name.clone(), segment.record.condition.clone())
         };
         let name = check_name(name.unwrap_or(&old_name))?;
@@ -616,11 +613,11 @@ impl Engine {
             let checked = compile(&record.condition, &schema)
                 .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
             let mut segment = Segment::new(&state, record.clone(), checked);
-            if let Some(old) = replaces.and_then(|id| state.audience.segment_index(id)) {
-                segment.members = std::mem::take(&mut state.audience.segments[old].members);
-                state.audience.segments[old] = segment;
+            if let Some(old) = replaces.and_then(|id| state.segments.segment_index(id)) {
+                segment.members = std::mem::take(&mut state.segments.entries[old].members);
+                state.segments.entries[old] = segment;
             } else {
-                state.audience.segments.push(segment);
+                state.segments.entries.push(segment);
             }
             state.recount_property_types()
         };
@@ -634,7 +631,7 @@ impl Engine {
             }
         }
         let state = runtime.state.read();
-        state.audience.segment(record.id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, record.id))
+        state.segments.segment(record.id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, record.id))
     }
 
     /// Evaluates an entry (just saved) over every profile, with fresh RFM means if it reads
@@ -656,7 +653,7 @@ impl Engine {
         evaluate_in_chunks(runtime.clone(), entry, now, means).await
     }
 
-    /// Reads the properties of events of `types` from the log into the audience's side table.
+    /// Reads the properties of events of `types` from the log into the segments' side table.
     pub(crate) async fn load_properties(&self, tenant: TenantId, types: &[String]) -> Result<()> {
         if types.is_empty() {
             return Ok(());
@@ -674,7 +671,7 @@ impl Engine {
                     continue;
                 }
                 if let (Some(code), Some(props)) = (state.type_code_of(name), &stored.event.properties) {
-                    state.audience.keep_properties(stored.seq, code, props.get());
+                    state.segments.keep_properties(stored.seq, code, props.get());
                 }
             }
         }
@@ -686,20 +683,20 @@ impl Engine {
         if !self.store().delete_segment(tenant, id).await? {
             return Err(not_found(AudienceKind::Segment, id));
         }
-        runtime.state.write().audience.segments.retain(|s| s.rule_tag.is_some() || s.record.id != id);
+        runtime.state.write().segments.entries.retain(|s| s.rule_tag.is_some() || s.record.id != id);
         Ok(())
     }
 
     pub fn segments(&self, tenant: TenantId) -> Result<Vec<SegmentView>> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        Ok(state.audience.segments.iter().filter(|s| s.rule_tag.is_none()).map(segment_view).collect())
+        Ok(state.segments.entries.iter().filter(|s| s.rule_tag.is_none()).map(segment_view).collect())
     }
 
     pub fn segment(&self, tenant: TenantId, id: i64) -> Result<SegmentView> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        state.audience.segment(id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, id))
+        state.segments.segment(id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, id))
     }
 
     /// A page of members in id order after `cursor`: the members kept current now, or with
@@ -714,7 +711,7 @@ impl Engine {
     ) -> Result<SegmentMembers> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
         let when = AsOf::of(as_of);
         let means = state.rfm_means(when.t);
         let members = members_at(&state, segment, as_of, &means);
@@ -730,7 +727,7 @@ impl Engine {
     pub fn segment_member_ids(&self, tenant: TenantId, id: i64) -> Result<Vec<ProfileId>> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
         Ok(segment.members.iter().collect())
     }
 
@@ -759,8 +756,8 @@ impl Engine {
         let state = runtime.state.read();
         let live = state.resolve(id).ok_or(EngineError::NoSuchProfile(id))?;
         Ok(state
-            .audience
             .segments
+            .entries
             .iter()
             .filter(|s| s.rule_tag.is_none() && s.members.contains(live))
             .map(segment_view)
@@ -775,7 +772,7 @@ impl Engine {
                 || siyu_model::IdentityKind::parse(field)
                     .is_ok_and(|k| !matches!(k, siyu_model::IdentityKind::Custom(_)));
             if !known {
-                return Err(AudienceError::Invalid {
+                return Err(SegmentsError::Invalid {
                     field: "fields",
                     message: format!(
                         "unknown export field {field:?}; use {}, an identity kind (phone, user_id, …) or traits.KEY",
@@ -801,7 +798,7 @@ impl Engine {
         Engine::check_export_fields(fields)?;
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let segment = state.audience.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
         let when = AsOf::of(as_of);
         let means = state.rfm_means(when.t);
         let members = members_at(&state, segment, as_of, &means);
@@ -847,9 +844,9 @@ impl Engine {
             let now = Millis::now();
             let (mut changes, entries, tenant_wide) = {
                 let mut state = runtime.state.write();
-                let entries = state.audience.swept_entries();
+                let entries = state.segments.swept_entries();
                 let tenant_wide = entries.iter().any(|e| state.entry_condition(*e).is_some_and(|(_, wide)| wide));
-                (state.refresh_audience(now), entries, tenant_wide)
+                (state.refresh_memberships(now), entries, tenant_wide)
             };
             let mut means = RfmMeans::default();
             if tenant_wide {
@@ -861,7 +858,7 @@ impl Engine {
             }
             let (sizes, ops) = {
                 let mut state = runtime.state.write();
-                (state.audience.segment_sizes(), state.audience.take_rule_ops())
+                (state.segments.segment_sizes(), state.segments.take_rule_ops())
             };
             total += changes.len() as u64;
             if !ops.is_empty() {
@@ -962,7 +959,7 @@ fn export_value(state: &TenantState, id: ProfileId, field: &str, when: AsOf, mea
         "first_seen" => at.facts.first().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
         "last_seen" => at.facts.last().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
         "tags" => {
-            Value::from(profile.tags.iter().filter_map(|t| state.audience.tag_name(*t)).collect::<Vec<_>>().join("|"))
+            Value::from(profile.tags.iter().filter_map(|t| state.segments.tag_name(*t)).collect::<Vec<_>>().join("|"))
         }
         "channels" => Value::from(
             siyu_model::Channel::ALL

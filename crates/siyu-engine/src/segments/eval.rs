@@ -12,8 +12,8 @@
 //! are `condition::naive`'s own, so the evaluators cannot disagree on meaning (the property
 //! tests in tests/segments.rs hold both paths to the reference).
 //!
-//! Facts keep no properties: `where properties.…` filters read the values the audience keeps for
-//! the event types such filters name (see [`super::Audience::properties`]). A fact keeps no
+//! Facts keep no properties: `where properties.…` filters read the values the segments keep for
+//! the event types such filters name (see [`super::Segments::properties`]). A fact keeps no
 //! "no amount" either: an amount of 0 counts as missing inside a `where` filter.
 
 use std::cell::OnceCell;
@@ -407,7 +407,7 @@ impl<'e, 's> Cx<'e, 's> {
                 at.is_some_and(|at| time_test(at, test, t))
             }
             Condition::Tagged(name) => {
-                self.ev.state.audience.tag_id(name).is_some_and(|tag| self.profile().tags.binary_search(&tag).is_ok())
+                self.ev.state.segments.tag_id(name).is_some_and(|tag| self.profile().tags.binary_search(&tag).is_ok())
             }
             Condition::Has(kind) => self.profile().identities.iter().any(|l| l.identity.kind == *kind),
             Condition::And(_) | Condition::Or(_) | Condition::Not(_) => holds(atom, &|a| self.atom(a)),
@@ -477,7 +477,7 @@ impl<'e, 's> Cx<'e, 's> {
 
     fn fact_atom(&self, atom: &Condition, fact: &Fact) -> bool {
         let state = self.ev.state;
-        let properties = state.audience.properties(fact.seq);
+        let properties = state.segments.properties(fact.seq);
         let value = |operand: &Operand| -> Val<'_> {
             match operand {
                 Operand::EventChannel => Val::Channel(fact.channel),

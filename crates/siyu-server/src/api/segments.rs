@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use siyu_engine::audience::ops::{
+use siyu_engine::segments::ops::{
     ExportFormat, MembershipChangeView, ProfileTags, SegmentMembers, SegmentPreview, SegmentView, SizePoint, TagAction,
     TagGroupView, TagView,
 };
