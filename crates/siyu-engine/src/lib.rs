@@ -87,6 +87,47 @@ pub struct NewTenant {
     pub secret_key: String,
 }
 
+/// What became of one submitted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Appended to the log at this position, and applied.
+    Appended(Seq),
+    /// A retry of a `message_id` the log holds already: nothing was appended.
+    Duplicate,
+}
+
+impl From<&AppendOutcome> for Ingested {
+    fn from(outcome: &AppendOutcome) -> Ingested {
+        match outcome {
+            AppendOutcome::Appended(seq) => Ingested::Appended(*seq),
+            AppendOutcome::Duplicate => Ingested::Duplicate,
+        }
+    }
+}
+
+/// What a key may do: send events (write key), or also manage the tenant (secret key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRole {
+    Write,
+    Secret,
+}
+
+impl KeyRole {
+    fn of(kind: KeyKind) -> KeyRole {
+        match kind {
+            KeyKind::Write => KeyRole::Write,
+            KeyKind::Secret => KeyRole::Secret,
+        }
+    }
+
+    fn kind(self) -> KeyKind {
+        match self {
+            KeyRole::Write => KeyKind::Write,
+            KeyRole::Secret => KeyKind::Secret,
+        }
+    }
+}
+
 /// What `Engine::health` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -99,8 +140,9 @@ pub struct Health {
 pub struct Pending(oneshot::Receiver<Result<Vec<AppendOutcome>>>);
 
 impl Pending {
-    pub async fn wait(self) -> Result<Vec<AppendOutcome>> {
-        self.0.await.map_err(|_| EngineError::ShuttingDown)?
+    pub async fn wait(self) -> Result<Vec<Ingested>> {
+        let outcomes = self.0.await.map_err(|_| EngineError::ShuttingDown)??;
+        Ok(outcomes.iter().map(Ingested::from).collect())
     }
 }
 
@@ -117,7 +159,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     config: EngineConfig,
     tenants: RwLock<FxHashMap<TenantId, Arc<TenantRuntime>>>,
-    key_cache: RwLock<FxHashMap<String, (TenantId, KeyKind)>>,
+    key_cache: RwLock<FxHashMap<String, (TenantId, KeyRole)>>,
     ingest_tx: mpsc::Sender<IngestRequest>,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -198,9 +240,9 @@ impl Engine {
     }
 
     /// Adds a fresh key of `kind` to a tenant (e.g. when the demo's keys were not kept).
-    pub async fn issue_key(&self, tenant: TenantId, kind: KeyKind) -> Result<String> {
-        let key = keys::generate(if kind == KeyKind::Write { "wk" } else { "sk" });
-        self.store.add_key(tenant, kind, &keys::hash(&key)).await?;
+    pub async fn issue_key(&self, tenant: TenantId, role: KeyRole) -> Result<String> {
+        let key = keys::generate(if role == KeyRole::Write { "wk" } else { "sk" });
+        self.store.add_key(tenant, role.kind(), &keys::hash(&key)).await?;
         Ok(key)
     }
 
@@ -242,12 +284,12 @@ impl Engine {
     }
 
     /// Which tenant a key belongs to, and what it may do.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<(TenantId, KeyKind)>> {
+    pub async fn authenticate(&self, key: &str) -> Result<Option<(TenantId, KeyRole)>> {
         let hash = keys::hash(key);
         if let Some(found) = self.key_cache.read().get(&hash) {
             return Ok(Some(*found));
         }
-        let found = self.store.tenant_by_key_hash(&hash).await?;
+        let found = self.store.tenant_by_key_hash(&hash).await?.map(|(tenant, kind)| (tenant, KeyRole::of(kind)));
         if let Some(found) = found {
             self.key_cache.write().insert(hash, found);
         }
@@ -255,7 +297,7 @@ impl Engine {
     }
 
     /// Appends events durably and applies them; returns one outcome per event once both are done.
-    pub async fn ingest(&self, tenant: TenantId, path: &'static str, events: Vec<Event>) -> Result<Vec<AppendOutcome>> {
+    pub async fn ingest(&self, tenant: TenantId, path: &'static str, events: Vec<Event>) -> Result<Vec<Ingested>> {
         self.submit(tenant, path, events).await?.wait().await
     }
 

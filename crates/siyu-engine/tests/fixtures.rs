@@ -118,7 +118,7 @@ async fn fixture_scores(url: &str) {
 
     // A retry of everything changes nothing.
     let outcomes = engine.ingest(tenant, "test", events.clone()).await.unwrap();
-    assert!(outcomes.iter().all(|o| *o == siyu_store::AppendOutcome::Duplicate));
+    assert!(outcomes.iter().all(|o| *o == siyu_engine::Ingested::Duplicate));
     check_all(&engine, tenant, "after retry");
 
     // Replay the log into fresh state.

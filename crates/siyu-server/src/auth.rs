@@ -4,8 +4,8 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine as _;
+use siyu_engine::KeyRole;
 use siyu_model::TenantId;
-use siyu_store::KeyKind;
 
 use crate::error::{ApiError, Code};
 use crate::AppState;
@@ -33,7 +33,7 @@ pub fn key_from_headers(parts: &axum::http::HeaderMap) -> Option<String> {
 
 /// Resolves a key to its tenant, or says precisely what is wrong.
 /// Every refusal is counted in `/metrics` by its code.
-pub async fn authenticate(state: &AppState, key: Option<String>) -> Result<(TenantId, KeyKind), ApiError> {
+pub async fn authenticate(state: &AppState, key: Option<String>) -> Result<(TenantId, KeyRole), ApiError> {
     let refuse = |error: ApiError| {
         state.engine.metrics.reject(error.code().as_str());
         error
@@ -63,8 +63,8 @@ impl FromRequestParts<AppState> for Manager {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         match authenticate(state, key_from_headers(&parts.headers)).await? {
-            (tenant, KeyKind::Secret) => Ok(Manager(tenant)),
-            (_, KeyKind::Write) => {
+            (tenant, KeyRole::Secret) => Ok(Manager(tenant)),
+            (_, KeyRole::Write) => {
                 state.engine.metrics.reject(Code::Forbidden.as_str());
                 Err(ApiError::new(
                     Code::Forbidden,

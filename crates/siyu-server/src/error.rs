@@ -207,8 +207,8 @@ impl From<siyu_engine::EngineError> for ApiError {
 }
 
 fn segments_error(e: siyu_engine::segments::ops::SegmentsError) -> ApiError {
+    use siyu_engine::segments::ops::RecordKind;
     use siyu_engine::segments::ops::SegmentsError as A;
-    use siyu_store::AudienceKind;
     match e {
         A::InvalidCondition(errors) => {
             let first = errors.first();
@@ -232,9 +232,9 @@ fn segments_error(e: siyu_engine::segments::ops::SegmentsError) -> ApiError {
         A::NameTaken { .. } => ApiError::new(Code::NameTaken, e.to_string()).with_field("name"),
         A::NotFound { kind, .. } => {
             let code = match kind {
-                AudienceKind::Tag => Code::NoSuchTag,
-                AudienceKind::TagGroup => Code::NoSuchTagGroup,
-                AudienceKind::Segment => Code::NoSuchSegment,
+                RecordKind::Tag => Code::NoSuchTag,
+                RecordKind::TagGroup => Code::NoSuchTagGroup,
+                RecordKind::Segment => Code::NoSuchSegment,
             };
             ApiError::new(code, e.to_string())
         }

@@ -12,7 +12,6 @@ use axum::Json;
 use serde::Serialize;
 use siyu_connect::{Endpoint, Mapping, SegmentError};
 use siyu_model::{Millis, TenantId};
-use siyu_store::AppendOutcome;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -115,7 +114,7 @@ async fn handle(
             .with_errors(errors));
     }
     let outcomes = state.engine.ingest(tenant, "segment", events).await?;
-    let duplicates = outcomes.iter().filter(|o| **o == AppendOutcome::Duplicate).count();
+    let duplicates = outcomes.iter().filter(|o| **o == siyu_engine::Ingested::Duplicate).count();
     Ok(Json(SegmentResponse { success: true, accepted: outcomes.len() - duplicates, duplicates, errors }))
 }
 

@@ -7,6 +7,34 @@ use siyu_model::condition::{compile, parse, ConditionError};
 use siyu_model::score::RfmMeans;
 use siyu_model::{Millis, ProfileId, TenantId};
 use siyu_store::{AudienceKind, MembershipChange, StoreError, TagOp};
+
+/// Which record a name clash or a missing id is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    TagGroup,
+    Tag,
+    Segment,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::TagGroup => "tag group",
+            RecordKind::Tag => "tag",
+            RecordKind::Segment => "segment",
+        }
+    }
+}
+
+impl From<AudienceKind> for RecordKind {
+    fn from(kind: AudienceKind) -> RecordKind {
+        match kind {
+            AudienceKind::TagGroup => RecordKind::TagGroup,
+            AudienceKind::Tag => RecordKind::Tag,
+            AudienceKind::Segment => RecordKind::Segment,
+        }
+    }
+}
 use utoipa::ToSchema;
 
 use super::{cheapest_first, cst_day, Entry, Evaluator, Members, Segment};
@@ -21,9 +49,9 @@ pub enum SegmentsError {
     #[error("invalid condition: {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     InvalidCondition(Vec<ConditionError>),
     #[error("a {} named {name:?} already exists", kind.as_str())]
-    NameTaken { kind: AudienceKind, name: String },
+    NameTaken { kind: RecordKind, name: String },
     #[error("no {} {what}", kind.as_str())]
-    NotFound { kind: AudienceKind, what: String },
+    NotFound { kind: RecordKind, what: String },
     /// The record is still used (a tag read by a segment's condition).
     #[error("{0}")]
     InUse(String),
@@ -39,12 +67,12 @@ pub enum SegmentsError {
 
 fn map_store(e: StoreError) -> EngineError {
     match e {
-        StoreError::NameTaken { kind, name } => SegmentsError::NameTaken { kind, name }.into(),
+        StoreError::NameTaken { kind, name } => SegmentsError::NameTaken { kind: kind.into(), name }.into(),
         other => other.into(),
     }
 }
 
-fn not_found(kind: AudienceKind, what: impl ToString) -> EngineError {
+fn not_found(kind: RecordKind, what: impl ToString) -> EngineError {
     SegmentsError::NotFound { kind, what: what.to_string() }.into()
 }
 
@@ -264,7 +292,7 @@ impl Engine {
     pub async fn delete_tag_group(&self, tenant: TenantId, id: i64) -> Result<()> {
         let runtime = self.tenant(tenant)?;
         if !self.store().delete_tag_group(tenant, id).await? {
-            return Err(not_found(AudienceKind::TagGroup, id));
+            return Err(not_found(RecordKind::TagGroup, id));
         }
         runtime.state.write().segments.groups.retain(|g| g.id != id);
         Ok(())
@@ -320,7 +348,7 @@ impl Engine {
             self.store_derived(tenant, Vec::new(), &changes).await;
         }
         let view = self.tags(tenant)?.into_iter().find(|t| t.id == record.id);
-        view.ok_or_else(|| not_found(AudienceKind::Tag, record.id))
+        view.ok_or_else(|| not_found(RecordKind::Tag, record.id))
     }
 
     /// Redefines a rule tag: checked (and refused on a cycle) as at creation; profiles that now
@@ -329,8 +357,7 @@ impl Engine {
         let runtime = self.tenant(tenant)?;
         let canonical = {
             let state = runtime.state.read();
-            let tag =
-                state.segments.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
+            let tag = state.segments.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(RecordKind::Tag, id))?;
             if tag.condition.is_none() {
                 return Err(SegmentsError::Invalid {
                     field: "condition",
@@ -341,13 +368,13 @@ impl Engine {
             check_rule(&state, &tag.name.clone(), text)?
         };
         if !self.store().update_tag_condition(tenant, id, &canonical).await? {
-            return Err(not_found(AudienceKind::Tag, id));
+            return Err(not_found(RecordKind::Tag, id));
         }
         let new_types = {
             let mut state = runtime.state.write();
             let mut tags = state.segments.tags.clone();
             let Some(record) = tags.iter_mut().find(|t| t.id == id) else {
-                return Err(not_found(AudienceKind::Tag, id));
+                return Err(not_found(RecordKind::Tag, id));
             };
             record.condition = Some(canonical.clone());
             let record = record.clone();
@@ -369,7 +396,7 @@ impl Engine {
         let changes = self.evaluate_fully(&runtime, Entry::RuleTag(id as u32)).await?;
         self.store_derived(tenant, Vec::new(), &changes).await;
         let view = self.tags(tenant)?.into_iter().find(|t| t.id == id);
-        view.ok_or_else(|| not_found(AudienceKind::Tag, id))
+        view.ok_or_else(|| not_found(RecordKind::Tag, id))
     }
 
     /// Stores rule-tag operations and segment membership changes (best effort: both are derived,
@@ -420,8 +447,7 @@ impl Engine {
         let runtime = self.tenant(tenant)?;
         {
             let state = runtime.state.read();
-            let tag =
-                state.segments.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(AudienceKind::Tag, id))?;
+            let tag = state.segments.tags.iter().find(|t| t.id == id).ok_or_else(|| not_found(RecordKind::Tag, id))?;
             if let Some(user) =
                 state.segments.entries.iter().find(|s| s.deps.tags.contains(&tag.name) && s.rule_tag != Some(id as u32))
             {
@@ -434,7 +460,7 @@ impl Engine {
             }
         }
         if !self.store().delete_tag(tenant, id).await? {
-            return Err(not_found(AudienceKind::Tag, id));
+            return Err(not_found(RecordKind::Tag, id));
         }
         let mut state = runtime.state.write();
         let tags = state.segments.tags.iter().filter(|t| t.id != id).cloned().collect();
@@ -464,8 +490,7 @@ impl Engine {
             let mut state = runtime.state.write();
             let mut resolved = Vec::with_capacity(changes.len());
             for (name, action) in changes {
-                let tag =
-                    state.segments.tag_id(name).ok_or_else(|| not_found(AudienceKind::Tag, format!("{name:?}")))?;
+                let tag = state.segments.tag_id(name).ok_or_else(|| not_found(RecordKind::Tag, format!("{name:?}")))?;
                 if state.segments.is_rule_tag(i64::from(tag)) {
                     return Err(SegmentsError::RuleTag(name.clone()).into());
                 }
@@ -583,7 +608,7 @@ impl Engine {
         let runtime = self.tenant(tenant)?;
         let (old_name, old_condition) = {
             let state = runtime.state.read();
-            let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+            let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
             (segment.record.name.clone(), segment.record.condition.clone())
         };
         let name = check_name(name.unwrap_or(&old_name))?;
@@ -594,7 +619,7 @@ impl Engine {
             .update_segment(tenant, id, &name, &canonical)
             .await
             .map_err(map_store)?
-            .ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+            .ok_or_else(|| not_found(RecordKind::Segment, id))?;
         self.install_segment(tenant, record, Some(id)).await
     }
 
@@ -631,7 +656,7 @@ impl Engine {
             }
         }
         let state = runtime.state.read();
-        state.segments.segment(record.id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, record.id))
+        state.segments.segment(record.id).map(segment_view).ok_or_else(|| not_found(RecordKind::Segment, record.id))
     }
 
     /// Evaluates an entry (just saved) over every profile, with fresh RFM means if it reads
@@ -681,7 +706,7 @@ impl Engine {
     pub async fn delete_segment(&self, tenant: TenantId, id: i64) -> Result<()> {
         let runtime = self.tenant(tenant)?;
         if !self.store().delete_segment(tenant, id).await? {
-            return Err(not_found(AudienceKind::Segment, id));
+            return Err(not_found(RecordKind::Segment, id));
         }
         runtime.state.write().segments.entries.retain(|s| s.rule_tag.is_some() || s.record.id != id);
         Ok(())
@@ -696,7 +721,7 @@ impl Engine {
     pub fn segment(&self, tenant: TenantId, id: i64) -> Result<SegmentView> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        state.segments.segment(id).map(segment_view).ok_or_else(|| not_found(AudienceKind::Segment, id))
+        state.segments.segment(id).map(segment_view).ok_or_else(|| not_found(RecordKind::Segment, id))
     }
 
     /// A page of members in id order after `cursor`: the members kept current now, or with
@@ -711,7 +736,7 @@ impl Engine {
     ) -> Result<SegmentMembers> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
         let when = AsOf::of(as_of);
         let means = state.rfm_means(when.t);
         let members = members_at(&state, segment, as_of, &means);
@@ -727,7 +752,7 @@ impl Engine {
     pub fn segment_member_ids(&self, tenant: TenantId, id: i64) -> Result<Vec<ProfileId>> {
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
         Ok(segment.members.iter().collect())
     }
 
@@ -798,7 +823,7 @@ impl Engine {
         Engine::check_export_fields(fields)?;
         let runtime = self.tenant(tenant)?;
         let state = runtime.state.read();
-        let segment = state.segments.segment(id).ok_or_else(|| not_found(AudienceKind::Segment, id))?;
+        let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
         let when = AsOf::of(as_of);
         let means = state.rfm_means(when.t);
         let members = members_at(&state, segment, as_of, &means);

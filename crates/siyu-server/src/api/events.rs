@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use siyu_model::event::parse_native;
 use siyu_model::{Event, Millis};
-use siyu_store::AppendOutcome;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -92,7 +91,7 @@ async fn ingest_events(
         return Err(ApiError::new(code, message).with_field(field).with_errors(items));
     }
     let outcomes = state.engine.ingest(tenant, "api", events).await?;
-    let duplicates = outcomes.iter().filter(|o| **o == AppendOutcome::Duplicate).count();
+    let duplicates = outcomes.iter().filter(|o| **o == siyu_engine::Ingested::Duplicate).count();
     Ok(Json(IngestResponse { accepted: outcomes.len() - duplicates, duplicates, errors }))
 }
 

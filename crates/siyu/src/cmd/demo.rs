@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use siyu_engine::query::TenantSummary;
 use siyu_engine::Engine;
+use siyu_engine::KeyRole;
 use siyu_model::{Industry, Millis, TenantId};
 use siyu_sim::SimConfig;
-use siyu_store::KeyKind;
 
 use super::import::{import, progress_bar, Format};
 use crate::settings::Settings;
@@ -42,16 +42,16 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         Some(record) if engine.logged_events(record.id).await? > 0 => {
             eprintln!("Reusing the demo merchant already loaded in {} (delete it to start over).", settings.store.url);
             // Keys are stored hashed, so fresh ones are issued for this session.
-            let write = engine.issue_key(record.id, KeyKind::Write).await?;
-            let secret = engine.issue_key(record.id, KeyKind::Secret).await?;
+            let write = engine.issue_key(record.id, KeyRole::Write).await?;
+            let secret = engine.issue_key(record.id, KeyRole::Secret).await?;
             (record.id, write, secret)
         }
         existing => {
             let (tenant, write, secret) = match existing {
                 Some(record) => (
                     record.id,
-                    engine.issue_key(record.id, KeyKind::Write).await?,
-                    engine.issue_key(record.id, KeyKind::Secret).await?,
+                    engine.issue_key(record.id, KeyRole::Write).await?,
+                    engine.issue_key(record.id, KeyRole::Secret).await?,
                 ),
                 None => {
                     let created = engine.create_tenant(DEMO_TENANT, args.industry).await?;

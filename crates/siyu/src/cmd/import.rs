@@ -12,9 +12,9 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use siyu_engine::Engine;
+use siyu_engine::Ingested;
 use siyu_model::event::{parse_native, TimeLimits};
 use siyu_model::{Event, Millis, TenantId};
-use siyu_store::AppendOutcome;
 
 use crate::settings::Settings;
 
@@ -143,11 +143,11 @@ pub async fn import(
     Ok(report)
 }
 
-fn tally(report: &mut ImportReport, outcomes: Vec<AppendOutcome>) {
+fn tally(report: &mut ImportReport, outcomes: Vec<Ingested>) {
     for outcome in outcomes {
         match outcome {
-            AppendOutcome::Appended(_) => report.accepted += 1,
-            AppendOutcome::Duplicate => report.duplicates += 1,
+            Ingested::Appended(_) => report.accepted += 1,
+            Ingested::Duplicate => report.duplicates += 1,
         }
     }
 }

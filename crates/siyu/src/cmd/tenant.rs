@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
+use siyu_engine::KeyRole;
 use siyu_model::Industry;
-use siyu_store::KeyKind;
 
 use crate::settings::Settings;
 
@@ -49,8 +49,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         }
         Command::Key { tenant, kind } => {
             let kind = match kind.as_str() {
-                "write" => KeyKind::Write,
-                "secret" => KeyKind::Secret,
+                "write" => KeyRole::Write,
+                "secret" => KeyRole::Secret,
                 other => anyhow::bail!("--kind must be write or secret, not {other:?}"),
             };
             let id = super::find_tenant(&engine, &tenant).await?;
