@@ -1,20 +1,41 @@
 //! What happens to an event in siyu: validated events are appended durably to the log by a
 //! group-committing pipeline, then applied — in log order — to each tenant's in-memory state
 //! (identity resolution, profiles, scores). Reads are served from that state.
+//!
+//! The public surface is [`Engine`] — its commands and its reads, which return plain view types
+//! (`query`, `segments::ops`, `activity`) — and the metrics registry. The state itself (profiles,
+//! identities, subscribers, member sets, the slab and interning) is the crate's own: nothing
+//! outside can break its invariants or hold its locks. The `internals` feature opens a window on
+//! it ([`internals`]) for `siyu rebuild`'s verification, `siyu bench` and the engine's own
+//! integration tests; the server is built without it (`.ci/run` checks).
 
 pub mod activity;
-pub mod identity;
-pub mod intern;
-pub mod keys;
-pub mod members;
+mod identity;
+mod intern;
+mod keys;
+mod members;
 pub mod metrics;
-pub mod profiles;
+mod profiles;
 pub mod query;
 mod rfm_index;
 pub mod segments;
-pub mod slab;
-pub mod state;
+mod slab;
+mod state;
 mod subscriber;
+
+/// The engine's state, for measuring and verifying it from outside (`siyu bench`, `siyu
+/// rebuild`, the property tests): never for serving.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::identity::{IdentityLink, MergeRecord, RefusalReason, RefusedMerge};
+    pub use crate::members::Members;
+    pub use crate::profiles::{Change, EventRef, IdentityRef, Profile, Profiles};
+    pub use crate::replay;
+    pub use crate::segments::eval::{cheapest_first, Evaluator};
+    pub use crate::segments::{Entry, Segment, Segments, StateVersion};
+    pub use crate::state::{AsOf, ProfileAt, TenantState};
+    pub use crate::TenantRuntime;
+}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +50,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::Metrics;
-pub use profiles::{Change, EventRef, IdentityRef};
-pub use state::{AsOf, TenantState};
+use profiles::{EventRef, IdentityRef};
+use state::TenantState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -214,8 +235,19 @@ impl Engine {
         Ok(runtime)
     }
 
-    pub fn tenant(&self, tenant: TenantId) -> Result<Arc<TenantRuntime>> {
+    pub(crate) fn tenant(&self, tenant: TenantId) -> Result<Arc<TenantRuntime>> {
         self.tenants.read().get(&tenant).cloned().ok_or(EngineError::NoSuchTenant(tenant))
+    }
+
+    /// A tenant's record and state, for measuring them (`siyu bench`).
+    #[cfg(feature = "internals")]
+    pub fn runtime(&self, tenant: TenantId) -> Result<Arc<TenantRuntime>> {
+        self.tenant(tenant)
+    }
+
+    /// Is the tenant loaded here?
+    pub fn has_tenant(&self, tenant: TenantId) -> bool {
+        self.tenants.read().contains_key(&tenant)
     }
 
     pub fn tenant_ids(&self) -> Vec<TenantId> {

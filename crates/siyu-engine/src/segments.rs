@@ -7,7 +7,7 @@
 //! each tag operation right after the event it followed (`after_seq`), and evaluates every
 //! segment at the end, so a rebuild reproduces tags and memberships exactly.
 
-pub mod eval;
+pub(crate) mod eval;
 pub mod ops;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -20,11 +20,11 @@ use siyu_model::score::RfmMeans;
 use siyu_model::{EventType, Millis, ProfileId, Seq};
 use siyu_store::{MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};
 
-pub use crate::members::Members;
+use crate::members::Members;
 use crate::profiles::{Change, Profiles};
 use crate::state::TenantState;
 use crate::subscriber::Subscriber;
-pub use eval::{cheapest_first, Evaluator};
+pub(crate) use eval::{cheapest_first, Evaluator};
 
 /// How often time-dependent segments are re-evaluated over every profile.
 pub const SEGMENT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);

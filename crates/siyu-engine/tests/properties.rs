@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use siyu_engine::internals::TenantState;
 use siyu_engine::query::ProfileRef;
-use siyu_engine::{Engine, EngineConfig, TenantState};
+use siyu_engine::{Engine, EngineConfig};
 use siyu_model::event::{EventKind, TimeLimits};
 use siyu_model::naive::{self, PlainEvent};
 use siyu_model::time::DAY;
@@ -260,7 +261,7 @@ fn check_as_of(state: &TenantState, events: &[Event], t: Millis) -> Result<(), T
     let means = state.rfm_means(t);
     for (id, mine) in events_by_profile(state, events) {
         let past: Vec<&PlainEvent> = mine.iter().filter(|e| e.ts <= t).collect();
-        let view = state.view(id, siyu_engine::AsOf::past(t), &means);
+        let view = state.view(id, siyu_engine::internals::AsOf::past(t), &means);
         if past.is_empty() {
             prop_assert!(state.scores_at(id, t).is_none(), "profile {} has no event by {:?} yet has scores", id, t);
             prop_assert!(view.is_none(), "profile {} has no event by {:?} yet has a view", id, t);
@@ -293,12 +294,12 @@ fn check_as_of(state: &TenantState, events: &[Event], t: Millis) -> Result<(), T
     prop_assert_eq!(means.buyers, long_way.buyers);
     prop_assert!((means.recency_days - long_way.recency_days).abs() < 1e-9);
     prop_assert!((means.monetary_fen - long_way.monetary_fen).abs() < 1e-6);
-    let summary = state.summary(siyu_engine::AsOf::past(t));
+    let summary = state.summary(siyu_engine::internals::AsOf::past(t));
     prop_assert_eq!(summary.profiles, people);
     prop_assert_eq!(summary.events, known_events);
     let rfm_counted: u64 = summary.rfm.iter().map(|c| c.count).sum();
     prop_assert_eq!(rfm_counted, expected.iter().filter(|g| g.is_some()).count() as u64);
-    let account_events: u64 = state.accounts(siyu_engine::AsOf::past(t)).iter().map(|a| a.events).sum();
+    let account_events: u64 = state.accounts(siyu_engine::internals::AsOf::past(t)).iter().map(|a| a.events).sum();
     prop_assert_eq!(account_events, known_events);
     Ok(())
 }
@@ -385,8 +386,8 @@ async fn pipeline_replay_and_restart_agree() {
         }
         let t = Millis(T0 + 500 * DAY);
         let inside = Millis(T0 + (batch_sizes[0] as i64 * 20) * DAY + 7);
-        let incremental = snapshot(&engine.tenant(tenant).unwrap().state.read(), t);
-        let incremental_inside = snapshot(&engine.tenant(tenant).unwrap().state.read(), inside);
+        let incremental = snapshot(&engine.runtime(tenant).unwrap().state.read(), t);
+        let incremental_inside = snapshot(&engine.runtime(tenant).unwrap().state.read(), inside);
         assert_eq!(incremental, snapshot(&fold_state(&events), t), "pipeline vs in-memory fold");
         assert_eq!(incremental_inside, snapshot(&fold_state(&events), inside), "pipeline vs fold, as of {inside:?}");
         let replayed = engine.replay_tenant(tenant).await.unwrap();
@@ -395,7 +396,7 @@ async fn pipeline_replay_and_restart_agree() {
         engine.shutdown();
         drop(engine);
         let restarted = engine_with(&dir).await;
-        assert_eq!(incremental, snapshot(&restarted.tenant(tenant).unwrap().state.read(), t), "after restart");
+        assert_eq!(incremental, snapshot(&restarted.runtime(tenant).unwrap().state.read(), t), "after restart");
         // Lookups by any identity find the same profile.
         for e in &events {
             let ids: BTreeSet<_> = e

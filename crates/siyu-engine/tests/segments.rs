@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::value::RawValue;
-use siyu_engine::segments::{Entry, Evaluator, Members, Segment};
-use siyu_engine::TenantState;
+use siyu_engine::internals::TenantState;
+use siyu_engine::internals::{Entry, Evaluator, Members, Segment};
 use siyu_model::condition::{compile, evaluate, PlainEventWithProps, ProfileSnapshot, Schema};
 use siyu_model::event::EventKind;
 use siyu_model::score::RfmMeans;
@@ -187,7 +187,7 @@ proptest! {
         let evaluator = Evaluator::new(&state, t, &means);
         for text in &conditions {
             let condition = compile(text, &schema).unwrap_or_else(|e| panic!("{text}: {e:?}"));
-            let reordered = siyu_engine::segments::cheapest_first(&condition);
+            let reordered = siyu_engine::internals::cheapest_first(&condition);
             let expected = reference_members(&state, &by_profile, &condition, t, &means);
             let mut one_by_one = Members::default();
             for id in by_profile.keys() {

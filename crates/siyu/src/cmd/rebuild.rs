@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use siyu_engine::TenantState;
+use siyu_engine::internals::TenantState;
 use siyu_model::naive::{self, PlainEvent};
 use siyu_model::{Millis, ProfileId};
 
@@ -36,7 +36,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
     let mut failures = 0;
     for record in tenants {
         let started = Instant::now();
-        let state = siyu_engine::replay(&store, record.id, record.settings.clone()).await?;
+        let state = siyu_engine::internals::replay(&store, record.id, record.settings.clone()).await?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "{:<20} {:>10} events → {:>9} profiles, {:>7} merges in {:.2}s ({:.0} events/s)",
@@ -50,7 +50,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         if args.no_verify {
             continue;
         }
-        let again = siyu_engine::replay(&store, record.id, record.settings.clone()).await?;
+        let again = siyu_engine::internals::replay(&store, record.id, record.settings.clone()).await?;
         let now = Millis::now();
         let mismatches = verify(&state, &again, now, args.sample.unwrap_or(usize::MAX));
         if mismatches.is_empty() {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use siyu_engine::{AsOf, TenantState};
+use siyu_engine::internals::{AsOf, TenantState};
 use siyu_model::score::RfmMeans;
 use siyu_model::{Millis, ProfileId, TenantSettings};
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use siyu_engine::{Engine, TenantRuntime};
+use siyu_engine::internals::TenantRuntime;
+use siyu_engine::Engine;
 use siyu_model::{Identity, IdentityKind, Industry, TenantId};
 use tokio_util::sync::CancellationToken;
 
@@ -111,7 +112,7 @@ pub async fn bench_track(bench: &Bench) -> anyhow::Result<TrackReport> {
         run: bench.run_id.clone(),
         auth: server.basic_auth.clone(),
         acked: (0..users).map(|_| AtomicU32::new(0)).collect(),
-        runtime: server.engine.tenant(server.tenant)?,
+        runtime: server.engine.runtime(server.tenant)?,
         why_not_visible: std::sync::OnceLock::new(),
     });
     let duration = Duration::from_secs_f64(bench.args.seconds);
@@ -233,7 +234,7 @@ impl Server {
     async fn check_durable(&self, gate: &mut Gate, acked: u64) -> anyhow::Result<()> {
         let stored = self.engine.logged_events(self.tenant).await?;
         gate.check(stored == acked, format!("events in the store ({stored}) = events acknowledged ({acked})"));
-        let applied = self.engine.tenant(self.tenant)?.state.read().event_count;
+        let applied = self.engine.runtime(self.tenant)?.state.read().event_count;
         gate.check(applied == acked, format!("events in the profiles ({applied}) = events acknowledged ({acked})"));
         Ok(())
     }

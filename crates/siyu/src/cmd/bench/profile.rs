@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use siyu_engine::TenantState;
+use siyu_engine::internals::TenantState;
 use siyu_model::event::{parse_native, TimeLimits};
 use siyu_model::{Event, Millis, TenantId, TenantSettings};
 
@@ -96,7 +96,7 @@ async fn replay(
     tenant: TenantId,
     settings: TenantSettings,
 ) -> anyhow::Result<TenantState> {
-    Ok(siyu_engine::replay(store, tenant, settings).await?)
+    Ok(siyu_engine::internals::replay(store, tenant, settings).await?)
 }
 
 pub(super) struct Fold {

@@ -16,9 +16,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use siyu_engine::internals::{cheapest_first, Evaluator, Members};
+use siyu_engine::internals::{TenantRuntime, TenantState};
 use siyu_engine::segments::ops::TagAction;
-use siyu_engine::segments::{cheapest_first, Evaluator, Members};
-use siyu_engine::{Engine, TenantRuntime, TenantState};
+use siyu_engine::Engine;
 use siyu_model::condition::{compile, evaluate, Condition};
 use siyu_model::event::{parse_native, TimeLimits};
 use siyu_model::{Event, EventType, Industry, Millis, ProfileId, TenantId};
@@ -109,7 +110,7 @@ pub async fn bench_segments(bench: &Bench) -> anyhow::Result<SegmentsReport> {
     gate.check(imported.rejected.is_empty(), format!("every line imported ({} rejected)", imported.rejected.len()));
     println!("loaded {} events through the import path in {:.1}s", imported.accepted, started.elapsed().as_secs_f64());
     tag_every_tenth(&engine, tenant).await?;
-    let runtime = engine.tenant(tenant)?;
+    let runtime = engine.runtime(tenant)?;
     let (profiles, events) = {
         let state = runtime.state.read();
         (state.live_profiles, state.event_count)
@@ -196,7 +197,7 @@ async fn split_dataset(path: &std::path::Path, head_lines: u64) -> anyhow::Resul
 /// Creates the manual tag the example reads and puts it on every tenth profile, through the API.
 async fn tag_every_tenth(engine: &Arc<Engine>, tenant: TenantId) -> anyhow::Result<()> {
     engine.create_tag(tenant, LOST, None, None).await?;
-    let ids: Vec<ProfileId> = engine.tenant(tenant)?.state.read().profile_ids().step_by(10).collect();
+    let ids: Vec<ProfileId> = engine.runtime(tenant)?.state.read().profile_ids().step_by(10).collect();
     for chunk in ids.chunks(10_000) {
         engine.tag_profiles(tenant, chunk, &[(LOST.to_string(), TagAction::Add)], "bench").await?;
     }
@@ -465,7 +466,7 @@ async fn probe_latency(engine: &Arc<Engine>, tenant: TenantId, gate: &mut Gate) 
     }
     println!("created {ACTIVE} segments through the API in {:.1}s", started.elapsed().as_secs_f64());
     let targets: Vec<(ProfileId, String, String)> = {
-        let runtime = engine.tenant(tenant)?;
+        let runtime = engine.runtime(tenant)?;
         let state = runtime.state.read();
         let probe = state.segments.segment(probe_id).context("the probe segment")?;
         let step = (state.live_profiles / 1000).max(1) as usize;

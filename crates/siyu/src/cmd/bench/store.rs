@@ -123,7 +123,7 @@ pub async fn bench_import(bench: &Bench) -> anyhow::Result<ImportReport> {
         format!("events in the store ({stored}) = dataset lines ({lines}) − duplicates ({})", report.duplicates),
     );
     gate.check(report.accepted == stored, format!("appended ({}) = stored ({stored})", report.accepted));
-    let runtime = engine.tenant(tenant)?;
+    let runtime = engine.runtime(tenant)?;
     let (profiles, applied) = {
         let state = runtime.state.read();
         (state.live_profiles, state.event_count)
@@ -223,10 +223,10 @@ pub async fn bench_rebuild(bench: &Bench, only: Option<(&str, TenantId)>) -> any
     for record in tenants {
         let stored = store.event_count(record.id).await?;
         let started = Instant::now();
-        let state = siyu_engine::replay(&store, record.id, record.settings.clone()).await?;
+        let state = siyu_engine::internals::replay(&store, record.id, record.settings.clone()).await?;
         let first = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let again = siyu_engine::replay(&store, record.id, record.settings.clone()).await?;
+        let again = siyu_engine::internals::replay(&store, record.id, record.settings.clone()).await?;
         let second = started.elapsed().as_secs_f64();
         println!(
             "{}: {} events → {} profiles, {} merges; replay {first:.2}s = {:.0} events/s (again: {second:.2}s = {:.0} events/s)",
