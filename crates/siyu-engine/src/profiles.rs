@@ -1,5 +1,5 @@
-//! The core of a tenant's derived state: its profiles, the facts and folded scores of each, and
-//! the dense summary rows segment scans read. Identity resolution (which profile an event
+//! The core of a tenant's derived state: its profiles, the facts and folded scores of each, the
+//! dense summary rows segment scans read, and a profile "as of" a time ([`ProfileAt`]). Identity resolution (which profile an event
 //! belongs to, merges) is `identity.rs`, on the same struct.
 //!
 //! Invariant: `Profiles` is a pure function of (the tenant's settings, the log prefix up to
@@ -7,11 +7,14 @@
 //! returns the [`Change`] it made, which the state hands to its subscribers (`subscriber.rs`).
 //! Nothing here knows of segments, tags or any other subscriber.
 
+use std::borrow::Cow;
+
 use rustc_hash::FxHashMap;
 use siyu_model::event_type::FIRST_CUSTOM_CODE;
 use siyu_model::score::ProfileFacts;
 use siyu_model::{
-    Channel, Event, Fact, Millis, ProfileId, ProfileSummary, ScanRow, ScoringRules, Seq, TenantId, TenantSettings,
+    Channel, Event, Fact, Millis, ProfileId, ProfileScores, ProfileSummary, ScanRow, ScoringRules, Seq, TenantId,
+    TenantSettings,
 };
 
 use crate::identity::{IdentityLink, MergeRecord, RefusedMerge};
@@ -103,6 +106,56 @@ pub struct Change<'e> {
     pub traits: bool,
     /// The event's properties, raw JSON (absent in a replay from the log's rows).
     pub properties: Option<&'e str>,
+}
+
+/// The time a read is evaluated at, and whether the caller named it.
+///
+/// "As of" a time the caller gives, only events up to it count, and a profile without one did
+/// not exist yet. Now, a profile whose only events carry (slightly) future timestamps — clock
+/// skew up to `TimeLimits::max_future_ms` is accepted — still exists, with the scores of no events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsOf {
+    pub t: Millis,
+    /// Named by the caller: profiles without an event at or before `t` do not exist.
+    pub explicit: bool,
+}
+
+impl AsOf {
+    /// The caller's `as_of`, or now.
+    pub fn of(as_of: Option<Millis>) -> AsOf {
+        match as_of {
+            Some(t) => AsOf::past(t),
+            None => AsOf::current(Millis::now()),
+        }
+    }
+
+    /// As of a time the caller named.
+    pub fn past(t: Millis) -> AsOf {
+        AsOf { t, explicit: true }
+    }
+
+    /// Now, taken as `t`.
+    pub fn current(t: Millis) -> AsOf {
+        AsOf { t, explicit: false }
+    }
+}
+
+/// A live profile as of a time `t`: the facts up to `t` and their fold. Everything a view
+/// shows of a profile "as of" `t` is read from here, so that nothing later leaks in.
+pub struct ProfileAt<'s> {
+    pub id: ProfileId,
+    pub profile: &'s Profile,
+    /// The profile's facts with `ts <= t`, sorted.
+    pub facts: &'s [Fact],
+    /// The fold of `facts`.
+    pub fold: Cow<'s, ProfileFacts>,
+    pub t: Millis,
+}
+
+impl ProfileAt<'_> {
+    pub fn scores(&self, rules: &ScoringRules) -> ProfileScores {
+        self.fold.scores_at(self.facts, self.t, rules)
+    }
 }
 
 pub struct Profiles {
@@ -280,6 +333,34 @@ impl Profiles {
             traits: event.traits.is_some(),
             properties: event.properties,
         }
+    }
+
+    /// A live profile as of `t` (named by the caller); `None` when it has no event at or before
+    /// `t` (it did not exist yet) or is not a live profile.
+    pub fn at(&self, id: ProfileId, t: Millis) -> Option<ProfileAt<'_>> {
+        self.at_when(id, AsOf::past(t))
+    }
+
+    /// A live profile at `when` (see [`AsOf`] for who exists then).
+    pub fn at_when(&self, id: ProfileId, when: AsOf) -> Option<ProfileAt<'_>> {
+        let t = when.t;
+        let profile = self.profile(id).filter(|p| p.merged_into.is_none())?;
+        if profile.state.last_ts <= t {
+            let facts = &profile.facts[..];
+            return Some(ProfileAt { id, profile, facts, fold: Cow::Borrowed(&profile.state), t });
+        }
+        // Facts later than `t` exist: fold the prefix (an "as of" query into the past).
+        let facts = &profile.facts[..profile.facts.partition_point(|f| f.ts <= t)];
+        if facts.is_empty() && when.explicit {
+            return None;
+        }
+        let fold = Cow::Owned(ProfileFacts::fold(facts, t, &self.rules));
+        Some(ProfileAt { id, profile, facts, fold, t })
+    }
+
+    /// The scores of a live profile at `t` (`None` if it has no event by then).
+    pub fn scores_at(&self, id: ProfileId, t: Millis) -> Option<ProfileScores> {
+        self.at(id, t).map(|at| at.scores(&self.rules))
     }
 
     pub(crate) fn create_profile(&mut self, seq: Seq) -> ProfileId {

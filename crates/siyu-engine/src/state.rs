@@ -1,6 +1,6 @@
 //! A tenant's derived state, held in memory: the profiles (`profiles.rs`, with identity
 //! resolution in `identity.rs`) and the subscribers that follow them — segments and tags
-//! (`segments.rs`) and the RFM index (`rfm_index.rs`) — plus the "as of" reads of a profile.
+//! (`segments.rs`) and the RFM index (`rfm_index.rs`).
 //!
 //! Invariant: a `TenantState` is a pure function of (the tenant's settings, tags and segments,
 //! the log prefix up to `applied_seq`). [`TenantState::apply`] is the only way events enter it,
@@ -8,16 +8,16 @@
 //! then sees, in the same order on a replay (`subscriber.rs`). So incremental ingestion and
 //! `siyu rebuild` produce identical states.
 
-use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 
 use parking_lot::Mutex;
-use siyu_model::score::{ProfileFacts, RfmMeans};
-use siyu_model::{Event, Fact, Millis, ProfileId, ProfileScores, ScoringRules, Seq, TenantId, TenantSettings};
+use siyu_model::score::RfmMeans;
+use siyu_model::{Event, Fact, Millis, ProfileId, Seq, TenantId, TenantSettings};
 
 use crate::members::Members;
 pub use crate::profiles::Profile;
 use crate::profiles::{identity_refs, Change, EventRef, Profiles};
+pub use crate::profiles::{AsOf, ProfileAt};
 
 use crate::rfm_index::RfmIndex;
 use crate::subscriber::Subscriber;
@@ -43,56 +43,6 @@ impl Deref for TenantState {
 impl DerefMut for TenantState {
     fn deref_mut(&mut self) -> &mut Profiles {
         &mut self.core
-    }
-}
-
-/// The time a read is evaluated at, and whether the caller named it.
-///
-/// "As of" a time the caller gives, only events up to it count, and a profile without one did
-/// not exist yet. Now, a profile whose only events carry (slightly) future timestamps — clock
-/// skew up to `TimeLimits::max_future_ms` is accepted — still exists, with the scores of no events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AsOf {
-    pub t: Millis,
-    /// Named by the caller: profiles without an event at or before `t` do not exist.
-    pub explicit: bool,
-}
-
-impl AsOf {
-    /// The caller's `as_of`, or now.
-    pub fn of(as_of: Option<Millis>) -> AsOf {
-        match as_of {
-            Some(t) => AsOf::past(t),
-            None => AsOf::current(Millis::now()),
-        }
-    }
-
-    /// As of a time the caller named.
-    pub fn past(t: Millis) -> AsOf {
-        AsOf { t, explicit: true }
-    }
-
-    /// Now, taken as `t`.
-    pub fn current(t: Millis) -> AsOf {
-        AsOf { t, explicit: false }
-    }
-}
-
-/// A live profile as of a time `t`: the facts up to `t` and their fold. Everything a view
-/// shows of a profile "as of" `t` is read from here, so that nothing later leaks in.
-pub struct ProfileAt<'s> {
-    pub id: ProfileId,
-    pub profile: &'s Profile,
-    /// The profile's facts with `ts <= t`, sorted.
-    pub facts: &'s [Fact],
-    /// The fold of `facts`.
-    pub fold: Cow<'s, ProfileFacts>,
-    pub t: Millis,
-}
-
-impl ProfileAt<'_> {
-    pub fn scores(&self, rules: &ScoringRules) -> ProfileScores {
-        self.fold.scores_at(self.facts, self.t, rules)
     }
 }
 
@@ -122,34 +72,6 @@ impl TenantState {
             subscriber.on_change(&self.core, &change);
         }
         change
-    }
-
-    /// A live profile as of `t` (named by the caller); `None` when it has no event at or before
-    /// `t` (it did not exist yet) or is not a live profile.
-    pub fn at(&self, id: ProfileId, t: Millis) -> Option<ProfileAt<'_>> {
-        self.at_when(id, AsOf::past(t))
-    }
-
-    /// A live profile at `when` (see [`AsOf`] for who exists then).
-    pub fn at_when(&self, id: ProfileId, when: AsOf) -> Option<ProfileAt<'_>> {
-        let t = when.t;
-        let profile = self.profile(id).filter(|p| p.merged_into.is_none())?;
-        if profile.state.last_ts <= t {
-            let facts = &profile.facts[..];
-            return Some(ProfileAt { id, profile, facts, fold: Cow::Borrowed(&profile.state), t });
-        }
-        // Facts later than `t` exist: fold the prefix (an "as of" query into the past).
-        let facts = &profile.facts[..profile.facts.partition_point(|f| f.ts <= t)];
-        if facts.is_empty() && when.explicit {
-            return None;
-        }
-        let fold = Cow::Owned(ProfileFacts::fold(facts, t, &self.rules));
-        Some(ProfileAt { id, profile, facts, fold, t })
-    }
-
-    /// The scores of a live profile at `t` (`None` if it has no event by then).
-    pub fn scores_at(&self, id: ProfileId, t: Millis) -> Option<ProfileScores> {
-        self.at(id, t).map(|at| at.scores(&self.rules))
     }
 
     /// The buyers' RFM means at `t`, over every live profile: only orders at or before `t` count.
