@@ -276,24 +276,30 @@ impl Store for PostgresStore {
             .bind(REPLAY_PAGE)
             .fetch_all(&self.pool)
             .await?;
-            for row in &rows {
-                let replay = ReplayRow {
-                    seq: row.try_get(0)?,
-                    event_type: row.try_get(1)?,
-                    channel: row.try_get(2)?,
-                    account: row.try_get(3)?,
-                    ts: row.try_get(4)?,
-                    amount_fen: row.try_get(5)?,
-                    identities: row.try_get(6)?,
-                    source_kind: row.try_get(7)?,
-                    source_id: row.try_get(8)?,
-                    group_id: row.try_get(9)?,
-                    traits: row.try_get(10)?,
-                };
-                visit(&replay)?;
-                after = replay.seq;
-                visited += 1;
-            }
+            // The visitor folds the page into the caller's state: heavy work, so tokio is told
+            // this thread blocks for a while (as the SQLite store does for its whole read).
+            let fold = || -> Result<()> {
+                for row in &rows {
+                    let replay = ReplayRow {
+                        seq: row.try_get(0)?,
+                        event_type: row.try_get(1)?,
+                        channel: row.try_get(2)?,
+                        account: row.try_get(3)?,
+                        ts: row.try_get(4)?,
+                        amount_fen: row.try_get(5)?,
+                        identities: row.try_get(6)?,
+                        source_kind: row.try_get(7)?,
+                        source_id: row.try_get(8)?,
+                        group_id: row.try_get(9)?,
+                        traits: row.try_get(10)?,
+                    };
+                    visit(&replay)?;
+                    after = replay.seq;
+                    visited += 1;
+                }
+                Ok(())
+            };
+            crate::blocking_in_place(fold)?;
             if (rows.len() as i64) < REPLAY_PAGE {
                 return Ok(visited);
             }

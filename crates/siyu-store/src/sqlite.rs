@@ -371,18 +371,12 @@ impl Store for SqliteStore {
     async fn replay(&self, tenant: TenantId, after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64> {
         // The visitor borrows the caller's state, so the rows are read in place (on a
         // multi-threaded runtime, telling tokio this thread blocks for a while).
-        let mut run = || {
+        let run = || {
             let reader =
                 self.inner.readers.iter().find_map(|r| r.try_lock()).unwrap_or_else(|| self.inner.readers[0].lock());
             replay_blocking(&reader, tenant, after, visit)
         };
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
-            tokio::task::block_in_place(run)
-        } else {
-            run()
-        }
+        crate::blocking_in_place(run)
     }
 
     async fn event_count(&self, tenant: TenantId) -> Result<u64> {
