@@ -8,14 +8,12 @@
 
 use std::cmp::Reverse;
 
-use serde::Serialize;
 use siyu_model::{Millis, ProfileId, TenantId};
-use utoipa::ToSchema;
 
 use crate::{Engine, EngineError, Result};
 
 /// One entry of a profile's activity; `kind` says which of `event`, `tag`, `segment` is set.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActivityItem {
     /// `event` | `tag` | `segment`
     pub kind: String,
@@ -28,19 +26,17 @@ pub struct ActivityItem {
     pub segment: Option<ActivitySegment>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActivityEvent {
-    #[serde(rename = "type")]
     pub event_type: String,
     pub channel: String,
     pub account: String,
     pub amount: Option<f64>,
     pub source: Option<String>,
-    #[schema(value_type = Option<Object>)]
     pub properties: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActivityTag {
     pub tag: String,
     /// `added` | `removed`
@@ -49,7 +45,7 @@ pub struct ActivityTag {
     pub actor: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActivitySegment {
     pub segment_id: i64,
     /// Null once the segment is deleted.
@@ -58,7 +54,7 @@ pub struct ActivitySegment {
     pub change: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActivityPage {
     pub items: Vec<ActivityItem>,
     /// Pass as `before` for the next (older) page.

@@ -1,11 +1,9 @@
 //! The read side: profile views, filtered lists with cursors, tenant summaries and timelines,
 //! served from the in-memory state.
 
-use serde::Serialize;
 use siyu_model::score::{FanTier, Ownership, PoolStage, RfmGroup, RfmMeans, Touch};
 use siyu_model::{Channel, Identity, Millis, ProfileId, ProfileScores, TenantId};
 use siyu_store::StoredEvent;
-use utoipa::ToSchema;
 
 use crate::state::{AsOf, Profile, ProfileAt, TenantState};
 use crate::{Engine, EngineError, Result};
@@ -17,7 +15,7 @@ pub enum ProfileRef {
     Identity(Identity),
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdentityView {
     pub kind: String,
     pub value: String,
@@ -29,7 +27,7 @@ pub struct IdentityView {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TouchView {
     pub channel: String,
     pub account: String,
@@ -37,13 +35,13 @@ pub struct TouchView {
     pub at: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountView {
     pub channel: String,
     pub account: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Relationships {
     pub following: Vec<AccountView>,
     pub subscribed: Vec<AccountView>,
@@ -52,7 +50,7 @@ pub struct Relationships {
     pub consent_revoked: bool,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScoresView {
     /// 好感度, displayed: max(0, score) rounded to two decimals.
     pub affinity: f64,
@@ -73,7 +71,7 @@ pub struct ScoresView {
     pub net_revenue: f64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProfileView {
     pub id: ProfileId,
     /// Ids of profiles merged into this one; lookups by them find this profile.
@@ -87,14 +85,13 @@ pub struct ProfileView {
     pub first_touch: Option<TouchView>,
     pub last_touch: Option<TouchView>,
     pub channels: Vec<String>,
-    #[schema(value_type = Object)]
     pub traits: serde_json::Value,
     /// The time the scores were evaluated at.
     pub as_of: String,
 }
 
 /// One row of a profile list.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProfileRow {
     pub id: ProfileId,
     pub name: Option<String>,
@@ -108,7 +105,7 @@ pub struct ProfileRow {
     pub last_seen: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProfilePage {
     pub items: Vec<ProfileRow>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -130,14 +127,14 @@ pub struct ProfileFilter {
     pub reachable: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Count {
     pub key: String,
     pub label: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TenantSummary {
     pub tenant_id: i64,
     pub as_of: String,
@@ -161,7 +158,7 @@ pub struct TenantSummary {
 }
 
 /// One channel account (矩阵号) of the tenant, with its audience now.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccountSummary {
     pub channel: String,
     pub account: String,
@@ -173,7 +170,7 @@ pub struct AccountSummary {
     pub wecom_contacts: u64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MergeView {
     pub survivor: ProfileId,
     pub merged: ProfileId,
@@ -182,7 +179,7 @@ pub struct MergeView {
     pub evidence: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RefusalView {
     pub seq: i64,
     pub at: String,

@@ -2,7 +2,6 @@
 //! profile or a whole segment), preview, list members, export. Each change is made durable in the
 //! store and applied to the in-memory state; reads come from memory.
 
-use serde::Serialize;
 use siyu_model::condition::{compile, parse, ConditionError};
 use siyu_model::score::RfmMeans;
 use siyu_model::{Millis, ProfileId, TenantId};
@@ -35,7 +34,6 @@ impl From<AudienceKind> for RecordKind {
         }
     }
 }
-use utoipa::ToSchema;
 
 use super::{cheapest_first, cst_day, Entry, Evaluator, Members, Segment};
 use crate::query::{ProfileRef, ProfileRow};
@@ -88,14 +86,14 @@ fn check_name(name: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TagGroupView {
     pub id: i64,
     pub name: String,
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TagView {
     pub id: i64,
     pub name: String,
@@ -110,7 +108,7 @@ pub struct TagView {
 }
 
 /// One manual tag operation on a profile: who, when, after which log position.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TagHistoryEntry {
     pub tag: String,
     /// `added` | `removed`
@@ -122,7 +120,7 @@ pub struct TagHistoryEntry {
     pub after_seq: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProfileTags {
     pub profile_id: ProfileId,
     pub tags: Vec<String>,
@@ -130,7 +128,7 @@ pub struct ProfileTags {
     pub history: Vec<TagHistoryEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SegmentView {
     pub id: i64,
     pub name: String,
@@ -146,7 +144,7 @@ pub struct SegmentView {
     pub updated_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SegmentPreview {
     /// The condition in canonical form.
     pub condition: String,
@@ -156,7 +154,7 @@ pub struct SegmentPreview {
     pub time_dependent: bool,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MembershipChangeView {
     pub id: i64,
     pub segment_id: i64,
@@ -168,13 +166,13 @@ pub struct MembershipChangeView {
     pub seq: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SegmentMembers {
     pub items: Vec<ProfileRow>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SizePoint {
     /// China Standard Time day.
     pub day: String,

@@ -4,6 +4,7 @@ mod events;
 mod profiles;
 mod segments;
 mod tenant;
+pub mod views;
 
 use utoipa_axum::router::OpenApiRouter;
 

@@ -4,8 +4,8 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use siyu_engine::activity::{ActivityCursor, ActivityPage};
-use siyu_engine::query::{MergeView, ProfileFilter, ProfilePage, ProfileRef, ProfileView};
+use siyu_engine::activity::ActivityCursor;
+use siyu_engine::query::{ProfileFilter, ProfileRef};
 use siyu_model::score::{FanTier, Ownership, PoolStage, RfmGroup};
 use siyu_model::{Channel, Identity, ProfileId};
 use utoipa::{IntoParams, ToSchema};
@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::parse_as_of;
+use super::views::{self, ActivityPage, MergeView, ProfilePage, ProfileView};
 use crate::auth::Manager;
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::json::JsonBody;
@@ -88,7 +89,7 @@ async fn list_profiles(
         return Err(ApiError::new(Code::InvalidQuery, "limit must be between 1 and 1000").with_field("limit"));
     }
     let as_of = parse_as_of(query.as_of.as_deref())?;
-    Ok(Json(state.engine.list_profiles(tenant, &filter, as_of, cursor, limit)?))
+    Ok(Json(state.engine.list_profiles(tenant, &filter, as_of, cursor, limit)?.into()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -110,7 +111,7 @@ async fn get_profile(
     state
         .engine
         .profile_view(tenant, &ProfileRef::Id(id), as_of)?
-        .map(Json)
+        .map(|view| Json(view.into()))
         .ok_or_else(|| ApiError::new(Code::NoSuchProfile, format!("profile {id} not found")))
 }
 
@@ -137,7 +138,7 @@ async fn lookup_profile(
     state
         .engine
         .profile_view(tenant, &ProfileRef::Identity(identity.clone()), as_of)?
-        .map(Json)
+        .map(|view| Json(view.into()))
         .ok_or_else(|| ApiError::new(Code::NoSuchProfile, format!("no profile holds {identity}")))
 }
 
@@ -176,7 +177,7 @@ async fn profile_activity(
         })
         .transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
-    Ok(Json(state.engine.profile_activity(tenant, id, before, limit).await?))
+    Ok(Json(state.engine.profile_activity(tenant, id, before, limit).await?.into()))
 }
 
 /// One event of a timeline.
@@ -241,7 +242,7 @@ async fn profile_merges(
     Manager(tenant): Manager,
     Path(id): Path<ProfileId>,
 ) -> Result<Json<Vec<MergeView>>, ApiError> {
-    Ok(Json(state.engine.merge_history(tenant, id)?))
+    Ok(Json(views::list(state.engine.merge_history(tenant, id)?)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

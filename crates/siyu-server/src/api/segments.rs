@@ -6,15 +6,16 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use siyu_engine::segments::ops::{
-    ExportFormat, MembershipChangeView, ProfileTags, SegmentMembers, SegmentPreview, SegmentView, SizePoint, TagAction,
-    TagGroupView, TagView,
-};
+use siyu_engine::segments::ops::{ExportFormat, TagAction};
 use siyu_model::ProfileId;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::views::{
+    self, MembershipChangeView, ProfileTags, SegmentMembers, SegmentPreview, SegmentView, SizePoint, TagGroupView,
+    TagView,
+};
 use crate::auth::Manager;
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::json::JsonBody;
@@ -158,7 +159,7 @@ async fn list_tag_groups(
     State(state): State<AppState>,
     Manager(tenant): Manager,
 ) -> Result<Json<Vec<TagGroupView>>, ApiError> {
-    Ok(Json(state.engine.tag_groups(tenant)?))
+    Ok(Json(views::list(state.engine.tag_groups(tenant)?)))
 }
 
 /// Creates a tag group (names are unique per tenant).
@@ -169,7 +170,7 @@ async fn create_tag_group(
     Manager(tenant): Manager,
     JsonBody(request): JsonBody<NameRequest>,
 ) -> Result<Json<TagGroupView>, ApiError> {
-    Ok(Json(state.engine.create_tag_group(tenant, &request.name).await?))
+    Ok(Json(state.engine.create_tag_group(tenant, &request.name).await?.into()))
 }
 
 /// Deletes a tag group; its tags stay, without a group.
@@ -188,7 +189,7 @@ async fn delete_tag_group(
 #[utoipa::path(get, path = "/api/v1/tags", tag = "tags",
     responses((status = 200, body = [TagView])), security(("bearer" = [])))]
 async fn list_tags(State(state): State<AppState>, Manager(tenant): Manager) -> Result<Json<Vec<TagView>>, ApiError> {
-    Ok(Json(state.engine.tags(tenant)?))
+    Ok(Json(views::list(state.engine.tags(tenant)?)))
 }
 
 /// Creates a tag: a manual one, or with `condition` a rule tag (400 `invalid_condition`, 400
@@ -200,7 +201,8 @@ async fn create_tag(
     Manager(tenant): Manager,
     JsonBody(request): JsonBody<TagRequest>,
 ) -> Result<Json<TagView>, ApiError> {
-    Ok(Json(state.engine.create_tag(tenant, &request.name, request.group_id, request.condition.as_deref()).await?))
+    let tag = state.engine.create_tag(tenant, &request.name, request.group_id, request.condition.as_deref()).await?;
+    Ok(Json(tag.into()))
 }
 
 /// Redefines a rule tag (`{"condition": …}`), checked as at creation; a manual tag has no
@@ -214,7 +216,7 @@ async fn update_tag(
     Path(id): Path<i64>,
     JsonBody(request): JsonBody<ConditionRequest>,
 ) -> Result<Json<TagView>, ApiError> {
-    Ok(Json(state.engine.update_rule_tag(tenant, id, &request.condition).await?))
+    Ok(Json(state.engine.update_rule_tag(tenant, id, &request.condition).await?.into()))
 }
 
 /// Deletes a tag and takes it off every profile; refused (409 `in_use`) while a segment reads it.
@@ -237,7 +239,7 @@ async fn get_profile_tags(
     Manager(tenant): Manager,
     Path(id): Path<ProfileId>,
 ) -> Result<Json<ProfileTags>, ApiError> {
-    Ok(Json(state.engine.profile_tags(tenant, &siyu_engine::query::ProfileRef::Id(id))?))
+    Ok(Json(state.engine.profile_tags(tenant, &siyu_engine::query::ProfileRef::Id(id))?.into()))
 }
 
 /// Adds and removes tags on a profile; the operations are recorded for its tag history.
@@ -251,7 +253,7 @@ async fn change_profile_tags(
     JsonBody(request): JsonBody<TagChanges>,
 ) -> Result<Json<ProfileTags>, ApiError> {
     state.engine.tag_profiles(tenant, &[id], &request.actions()?, "api").await?;
-    Ok(Json(state.engine.profile_tags(tenant, &siyu_engine::query::ProfileRef::Id(id))?))
+    Ok(Json(state.engine.profile_tags(tenant, &siyu_engine::query::ProfileRef::Id(id))?.into()))
 }
 
 /// The segments a profile is in, and when it entered or left segments.
@@ -264,7 +266,7 @@ async fn get_profile_segments(
 ) -> Result<Json<ProfileSegments>, ApiError> {
     let segments = state.engine.profile_segments(tenant, id)?;
     let history = state.engine.membership_changes(tenant, Some(id), None, None, 200).await?;
-    Ok(Json(ProfileSegments { segments, history }))
+    Ok(Json(ProfileSegments { segments: views::list(segments), history: views::list(history) }))
 }
 
 /// The tenant's segments with their sizes now.
@@ -274,7 +276,7 @@ async fn list_segments(
     State(state): State<AppState>,
     Manager(tenant): Manager,
 ) -> Result<Json<Vec<SegmentView>>, ApiError> {
-    Ok(Json(state.engine.segments(tenant)?))
+    Ok(Json(views::list(state.engine.segments(tenant)?)))
 }
 
 /// Creates a segment; the condition is checked first (400 `invalid_condition` with line and column).
@@ -286,7 +288,7 @@ async fn create_segment(
     Manager(tenant): Manager,
     JsonBody(request): JsonBody<SegmentRequest>,
 ) -> Result<Json<SegmentView>, ApiError> {
-    Ok(Json(state.engine.create_segment(tenant, &request.name, &request.condition).await?))
+    Ok(Json(state.engine.create_segment(tenant, &request.name, &request.condition).await?.into()))
 }
 
 /// Size and a sample of members of a condition, without saving it.
@@ -299,7 +301,7 @@ async fn preview_segment(
 ) -> Result<Json<SegmentPreview>, ApiError> {
     let sample = request.sample.unwrap_or(10).min(100);
     let as_of = super::parse_as_of(request.as_of.as_deref())?;
-    Ok(Json(state.engine.preview_segment(tenant, &request.condition, sample, as_of)?))
+    Ok(Json(state.engine.preview_segment(tenant, &request.condition, sample, as_of)?.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/segments/{id}", tag = "segments", params(("id" = i64, Path)),
@@ -309,7 +311,7 @@ async fn get_segment(
     Manager(tenant): Manager,
     Path(id): Path<i64>,
 ) -> Result<Json<SegmentView>, ApiError> {
-    Ok(Json(state.engine.segment(tenant, id)?))
+    Ok(Json(state.engine.segment(tenant, id)?.into()))
 }
 
 /// Renames and/or redefines a segment; who enters or leaves because of it is recorded.
@@ -325,7 +327,7 @@ async fn update_segment(
 ) -> Result<Json<SegmentView>, ApiError> {
     let updated =
         state.engine.update_segment(tenant, id, request.name.as_deref(), request.condition.as_deref()).await?;
-    Ok(Json(updated))
+    Ok(Json(updated.into()))
 }
 
 #[utoipa::path(delete, path = "/api/v1/segments/{id}", tag = "segments", params(("id" = i64, Path)),
@@ -355,7 +357,7 @@ async fn segment_members(
         })
         .transpose()?;
     let as_of = super::parse_as_of(query.as_of.as_deref())?;
-    Ok(Json(state.engine.segment_members(tenant, id, cursor, limit(query.limit, 50, 1000)?, as_of)?))
+    Ok(Json(state.engine.segment_members(tenant, id, cursor, limit(query.limit, 50, 1000)?, as_of)?.into()))
 }
 
 /// The members with chosen fields, as CSV (header row first) or NDJSON.
@@ -397,7 +399,7 @@ async fn segment_sizes(
     Manager(tenant): Manager,
     Path(id): Path<i64>,
 ) -> Result<Json<Vec<SizePoint>>, ApiError> {
-    Ok(Json(state.engine.segment_sizes(tenant, id).await?))
+    Ok(Json(views::list(state.engine.segment_sizes(tenant, id).await?)))
 }
 
 /// Who entered and left the segment, newest first.
@@ -411,7 +413,7 @@ async fn segment_changes(
 ) -> Result<Json<Vec<MembershipChangeView>>, ApiError> {
     state.engine.segment(tenant, id)?;
     let limit = limit(query.limit, 100, 500)?;
-    Ok(Json(state.engine.membership_changes(tenant, None, Some(id), query.before, limit).await?))
+    Ok(Json(views::list(state.engine.membership_changes(tenant, None, Some(id), query.before, limit).await?)))
 }
 
 /// Adds and removes tags on every current member of the segment (actor `segment:<id>`).

@@ -2,13 +2,13 @@
 
 use axum::extract::{Query, State};
 use axum::Json;
-use siyu_engine::query::{AccountSummary, RefusalView, TenantSummary};
 use siyu_model::TenantSettings;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::parse_as_of;
 use super::profiles::AsOfQuery;
+use super::views::{self, AccountSummary, RefusalView, TenantSummary};
 use crate::auth::Manager;
 use crate::error::{ApiError, Code, ErrorBody};
 use crate::AppState;
@@ -30,7 +30,7 @@ async fn summary(
     Query(query): Query<AsOfQuery>,
 ) -> Result<Json<TenantSummary>, ApiError> {
     let as_of = parse_as_of(query.as_of.as_deref())?;
-    Ok(Json(state.engine.summary(tenant, as_of)?))
+    Ok(Json(state.engine.summary(tenant, as_of)?.into()))
 }
 
 /// The tenant's channel accounts (矩阵号) with events, people, followers, subscribers and WeCom
@@ -43,7 +43,7 @@ async fn accounts(
     Query(query): Query<AsOfQuery>,
 ) -> Result<Json<Vec<AccountSummary>>, ApiError> {
     let as_of = parse_as_of(query.as_of.as_deref())?;
-    Ok(Json(state.engine.accounts(tenant, as_of)?))
+    Ok(Json(views::list(state.engine.accounts(tenant, as_of)?)))
 }
 
 /// The tenant's settings: score weights, half-life, thresholds, windows, event mapping, identity limits.
@@ -79,5 +79,5 @@ async fn put_settings(
 #[utoipa::path(get, path = "/api/v1/identity/refusals", tag = "tenant",
     responses((status = 200, body = [RefusalView])), security(("bearer" = [])))]
 async fn refusals(State(state): State<AppState>, Manager(tenant): Manager) -> Result<Json<Vec<RefusalView>>, ApiError> {
-    Ok(Json(state.engine.refusals(tenant, 500)?))
+    Ok(Json(views::list(state.engine.refusals(tenant, 500)?)))
 }
