@@ -30,7 +30,15 @@ pub mod internals {
     pub use crate::identity::{IdentityLink, MergeRecord, RefusalReason, RefusedMerge};
     pub use crate::members::Members;
     pub use crate::profiles::{Change, EventRef, IdentityRef, Profile, Profiles};
-    pub use crate::replay;
+
+    /// Builds a tenant's state from nothing by folding its whole log.
+    pub async fn replay(
+        store: &std::sync::Arc<dyn siyu_store::Store>,
+        tenant: siyu_model::TenantId,
+        settings: siyu_model::TenantSettings,
+    ) -> crate::Result<TenantState> {
+        crate::replay(store, tenant, settings).await
+    }
     pub use crate::segments::eval::{cheapest_first, Evaluator};
     pub use crate::segments::{Entry, Segment, Segments, StateVersion};
     pub use crate::state::{AsOf, ProfileAt, TenantState};
@@ -402,6 +410,7 @@ impl Engine {
     }
 
     /// Re-derives a tenant's state from its log into a fresh value (for `siyu rebuild`).
+    #[cfg(feature = "internals")]
     pub async fn replay_tenant(&self, tenant: TenantId) -> Result<TenantState> {
         let settings = self.tenant(tenant)?.record.read().settings.clone();
         replay(&self.store, tenant, settings).await
@@ -433,7 +442,7 @@ impl Engine {
 }
 
 /// Builds a tenant's state from nothing by folding its whole log.
-pub async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSettings) -> Result<TenantState> {
+pub(crate) async fn replay(store: &Arc<dyn Store>, tenant: TenantId, settings: TenantSettings) -> Result<TenantState> {
     let mut state = TenantState::new(tenant, settings);
     state.segments = segments::Segments::load(
         store.tag_groups(tenant).await?,

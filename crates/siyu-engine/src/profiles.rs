@@ -363,6 +363,11 @@ impl Profiles {
         self.at(id, t).map(|at| at.scores(&self.rules))
     }
 
+    /// A live profile's facts (`None` for a merged-away or unknown id).
+    pub(crate) fn live_facts(&self, id: ProfileId) -> Option<&[Fact]> {
+        self.profile(id).filter(|p| p.merged_into.is_none()).map(|p| &p.facts[..])
+    }
+
     pub(crate) fn create_profile(&mut self, seq: Seq) -> ProfileId {
         let id = self.profiles.len() as ProfileId;
         self.profiles.push(Profile { created_seq: seq, ..Profile::default() });

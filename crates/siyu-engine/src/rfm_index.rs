@@ -163,6 +163,9 @@ impl RfmIndex {
     }
 }
 
+/// Marks kept before they are brought up to date on the spot.
+const PENDING_MAX: usize = 1 << 16;
+
 impl Subscriber for RfmIndex {
     /// An order, or a merge of profiles with orders, changes what the profiles contribute.
     fn on_change(&mut self, profiles: &Profiles, change: &Change<'_>) {
@@ -173,6 +176,10 @@ impl Subscriber for RfmIndex {
             self.mark(change.profile);
             for merged in &change.absorbed {
                 self.mark(*merged);
+            }
+            // Bounded: a tenant nobody reads means of (an import) does not pile marks up.
+            if self.pending.len() >= PENDING_MAX {
+                self.flush(|id| profiles.live_facts(id));
             }
         }
     }

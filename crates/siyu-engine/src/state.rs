@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 
 use parking_lot::Mutex;
 use siyu_model::score::RfmMeans;
-use siyu_model::{Event, Fact, Millis, ProfileId, Seq, TenantId, TenantSettings};
+use siyu_model::{Event, Millis, Seq, TenantId, TenantSettings};
 
 use crate::members::Members;
 pub use crate::profiles::Profile;
@@ -78,7 +78,7 @@ impl TenantState {
     pub fn rfm_means(&self, t: Millis) -> RfmMeans {
         let mut rfm = self.rfm.lock();
         if rfm.has_pending() {
-            rfm.flush(|id| live_facts(&self.core, id));
+            rfm.flush(|id| self.core.live_facts(id));
         }
         rfm.means_at(t)
     }
@@ -88,7 +88,7 @@ impl TenantState {
         let rfm = self.rfm.get_mut();
         if rfm.has_pending() {
             let core = &self.core;
-            rfm.flush(|id| live_facts(core, id));
+            rfm.flush(|id| core.live_facts(id));
         }
     }
 
@@ -103,9 +103,4 @@ impl TenantState {
         self.core.set_settings(settings);
         *self.rfm.get_mut() = RfmIndex::new(self.core.rules.config.rfm_window_days);
     }
-}
-
-/// A live profile's facts (`None` for a merged-away or unknown id).
-fn live_facts(profiles: &Profiles, id: ProfileId) -> Option<&[Fact]> {
-    profiles.profile(id).filter(|p| p.merged_into.is_none()).map(|p| &p.facts[..])
 }
