@@ -253,11 +253,6 @@ impl Engine {
         self.tenant(tenant)
     }
 
-    /// Is the tenant loaded here?
-    pub fn has_tenant(&self, tenant: TenantId) -> bool {
-        self.tenants.read().contains_key(&tenant)
-    }
-
     pub fn tenant_ids(&self) -> Vec<TenantId> {
         let mut ids: Vec<_> = self.tenants.read().keys().copied().collect();
         ids.sort();
@@ -412,6 +407,11 @@ impl Engine {
     /// Re-derives a tenant's state from its log into a fresh value (for `siyu rebuild`).
     #[cfg(feature = "internals")]
     pub async fn replay_tenant(&self, tenant: TenantId) -> Result<TenantState> {
+        self.replay_tenant_state(tenant).await
+    }
+
+    #[cfg(any(test, feature = "internals"))]
+    async fn replay_tenant_state(&self, tenant: TenantId) -> Result<TenantState> {
         let settings = self.tenant(tenant)?.record.read().settings.clone();
         replay(&self.store, tenant, settings).await
     }
@@ -523,11 +523,7 @@ async fn catch_up(store: &Arc<dyn Store>, runtime: &Arc<TenantRuntime>, until: O
         }
         Ok(applied)
     };
-    let applied = if missing_len <= INLINE_APPLY_MAX {
-        apply()?
-    } else {
-        tokio::task::spawn_blocking(apply).await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))??
-    };
+    let applied = if missing_len <= INLINE_APPLY_MAX { apply()? } else { blocking(apply).await?? };
     Ok(applied)
 }
 
@@ -679,13 +675,17 @@ const INLINE_APPLY_MAX: usize = 256;
 /// ingestion for a few milliseconds at most, however large the batch.
 const APPLY_CHUNK: usize = 4096;
 
-/// A committed group's events and outcomes, shared with the blocking pool while it folds them.
-type GroupEvents = Arc<(Vec<(TenantId, Event)>, Vec<AppendOutcome>)>;
+/// A committed group's events and their outcomes, shared with the blocking pool while it folds
+/// them.
+struct GroupEvents {
+    batch: Vec<(TenantId, Event)>,
+    outcomes: Vec<AppendOutcome>,
+}
 
 async fn apply_group(engine: &Engine, group: CommittedGroup) {
     let applied_at = Instant::now();
     let CommittedGroup { requests, batch, outcomes } = group;
-    let events: GroupEvents = Arc::new((batch, outcomes));
+    let events = Arc::new(GroupEvents { batch, outcomes });
     let mut offset = 0;
     let mut replies = Vec::with_capacity(requests.len());
     for (tenant, path, count, reply) in requests {
@@ -715,28 +715,39 @@ async fn apply_request(
     engine: &Engine,
     tenant: TenantId,
     path: &'static str,
-    events: &GroupEvents,
+    events: &Arc<GroupEvents>,
     slice: std::ops::Range<usize>,
 ) -> Result<Vec<AppendOutcome>> {
     let runtime = engine.tenant(tenant)?;
-    let first_new = events.1[slice.clone()].iter().find_map(|o| match o {
-        AppendOutcome::Appended(seq) => Some(*seq),
-        AppendOutcome::Duplicate => None,
-    });
-    // Another process appended in between: fold its events first, keeping log order.
-    if let Some(first) = first_new {
-        if first > runtime.state.read().applied_seq + 1 {
-            catch_up(&engine.store, &runtime, Some(first)).await?;
+    let mut folded = Folded::default();
+    let mut from = slice.start;
+    // Folds stop at a gap in the log (another process appended in between, or a re-derivation
+    // swapped the state meanwhile): the gap is read from the log, then folding goes on.
+    while from < slice.end {
+        let first_new = events.outcomes[from..slice.end].iter().find_map(|o| match o {
+            AppendOutcome::Appended(seq) => Some(*seq),
+            AppendOutcome::Duplicate => None,
+        });
+        if let Some(first) = first_new {
+            if first > runtime.state.read().applied_seq + 1 {
+                catch_up(&engine.store, &runtime, Some(first)).await?;
+            }
         }
+        // A gap the log cannot fill (it always should) is folded over rather than waited on.
+        let tolerate_gap = first_new.is_some_and(|first| first > runtime.state.read().applied_seq + 1);
+        if tolerate_gap {
+            tracing::error!(tenant = %tenant, "the log has a gap before this group; folding over it");
+        }
+        let part = from..slice.end;
+        let (done, stopped) = if part.len() <= INLINE_APPLY_MAX {
+            fold_request(&runtime, events, part, tolerate_gap)
+        } else {
+            let (runtime, events) = (runtime.clone(), events.clone());
+            blocking(move || fold_request(&runtime, &events, part, tolerate_gap)).await?
+        };
+        folded.add(done);
+        from = stopped.unwrap_or(slice.end);
     }
-    let folded = if slice.len() <= INLINE_APPLY_MAX {
-        fold_request(&runtime, events, slice.clone())
-    } else {
-        let (runtime, events, slice) = (runtime.clone(), events.clone(), slice.clone());
-        tokio::task::spawn_blocking(move || fold_request(&runtime, &events, slice))
-            .await
-            .map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))?
-    };
     engine.store_derived(tenant, Vec::new(), &folded.membership).await;
     let label = metrics::PathLabel { path: path.to_string() };
     engine.metrics.events_ingested.get_or_create(&label).inc_by(folded.appended);
@@ -744,20 +755,49 @@ async fn apply_request(
     engine.metrics.merges.inc_by(folded.merges);
     engine.metrics.merges_refused.inc_by(folded.refusals);
     engine.metrics.profiles_created.inc_by(folded.created);
-    Ok(events.1[slice].to_vec())
+    Ok(events.outcomes[slice].to_vec())
 }
 
-/// Folds a request's appended events into the tenant's state, [`APPLY_CHUNK`] events per write
-/// lock, and keeps segment memberships current after each chunk.
-fn fold_request(runtime: &TenantRuntime, events: &GroupEvents, slice: std::ops::Range<usize>) -> Folded {
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))
+}
+
+impl Folded {
+    fn add(&mut self, other: Folded) {
+        self.appended += other.appended;
+        self.duplicates += other.duplicates;
+        self.merges += other.merges;
+        self.refusals += other.refusals;
+        self.created += other.created;
+        self.membership.extend(other.membership);
+    }
+}
+
+/// Folds appended events of `part` into the tenant's state, [`APPLY_CHUNK`] events per write
+/// lock, and keeps segment memberships current after each chunk. Stops before an event that
+/// does not follow the state's last one (returning its index), unless `tolerate_gap`: the write
+/// lock is let go between chunks, and a re-derivation may swap the state in between.
+fn fold_request(
+    runtime: &TenantRuntime,
+    events: &GroupEvents,
+    part: std::ops::Range<usize>,
+    mut tolerate_gap: bool,
+) -> (Folded, Option<usize>) {
     let mut folded = Folded::default();
-    let (events, outcomes) = (&events.0[slice.clone()], &events.1[slice]);
-    for (events, outcomes) in events.chunks(APPLY_CHUNK).zip(outcomes.chunks(APPLY_CHUNK)) {
+    let mut index = part.start;
+    while index < part.end {
+        let chunk = index..(index + APPLY_CHUNK).min(part.end);
         let mut state = runtime.state.write();
-        for ((_, event), outcome) in events.iter().zip(outcomes) {
-            match outcome {
-                AppendOutcome::Appended(seq) if *seq > state.applied_seq => {
-                    let change = state.apply(*seq, event);
+        for i in chunk.clone() {
+            match events.outcomes[i] {
+                AppendOutcome::Appended(seq) if seq > state.applied_seq => {
+                    let tolerated = std::mem::take(&mut tolerate_gap);
+                    if seq != state.applied_seq + 1 && !tolerated {
+                        folded.membership.extend(state.refresh_memberships(Millis::now()));
+                        return (folded, Some(i));
+                    }
+                    let change = state.apply(seq, &events.batch[i].1);
                     folded.appended += 1;
                     folded.merges += change.absorbed.len() as u64;
                     folded.refusals += u64::from(change.refusals);
@@ -768,8 +808,9 @@ fn fold_request(runtime: &TenantRuntime, events: &GroupEvents, slice: std::ops::
             }
         }
         folded.membership.extend(state.refresh_memberships(Millis::now()));
+        index = chunk.end;
     }
-    folded
+    (folded, None)
 }
 
 /// Every [`SEGMENT_SWEEP_INTERVAL`], re-evaluates the segments time can change and records sizes.
@@ -813,6 +854,88 @@ mod tests {
         .unwrap();
         engine.ingest(created.record.id, "test", vec![event]).await.unwrap();
         assert_eq!(held.state.read().event_count, 1, "the held runtime sees the event");
+        engine.shutdown();
+    }
+
+    /// A fold stops before an event that does not follow the state's last one (the state was
+    /// swapped, or another process appended in between), and folds over it only when told to.
+    #[test]
+    fn a_fold_stops_at_a_gap_in_the_log() {
+        let event = |id: &str| {
+            let text = format!(r#"{{"message_id":"{id}","type":"like","identities":{{"user_id":"u1"}}}}"#);
+            siyu_model::event::parse_native(&text, Millis::now(), TimeLimits::default()).unwrap()
+        };
+        let runtime = TenantRuntime {
+            record: RwLock::new(TenantRecord {
+                id: TenantId(1),
+                name: "t".into(),
+                industry: Industry::LocalLife,
+                settings: TenantSettings::default(),
+                created_at: Millis(0),
+            }),
+            state: RwLock::new(TenantState::new(TenantId(1), TenantSettings::default())),
+        };
+        let group = GroupEvents {
+            batch: ["a", "b", "c"].iter().map(|id| (TenantId(1), event(id))).collect(),
+            outcomes: vec![AppendOutcome::Appended(1), AppendOutcome::Duplicate, AppendOutcome::Appended(3)],
+        };
+        let (folded, stopped) = fold_request(&runtime, &group, 0..3, false);
+        assert_eq!((folded.appended, folded.duplicates, stopped), (1, 1, Some(2)), "stops before seq 3");
+        assert_eq!(runtime.state.read().applied_seq, 1);
+        let (folded, stopped) = fold_request(&runtime, &group, 2..3, true);
+        assert_eq!((folded.appended, stopped), (1, None), "told to, folds over the gap");
+        assert_eq!(runtime.state.read().applied_seq, 3);
+    }
+
+    /// Large requests fold in chunks, letting the write lock go in between; re-derivations of the
+    /// tenant (a rebuild, as settings changes and unmerges do) swap the state meanwhile. No event
+    /// may be lost or applied twice: the state ends equal to a replay of the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunked_folds_survive_concurrent_rederivations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = siyu_store::open(dir.path().join("siyu.db").to_str().unwrap()).await.unwrap();
+        let engine = Engine::start(store, EngineConfig::default()).await.unwrap();
+        let tenant = engine.create_tenant("t", Industry::LocalLife).await.unwrap().record.id;
+        let now = Millis::now();
+        let batch = move |round: usize| -> Vec<Event> {
+            (0..3 * APPLY_CHUNK)
+                .map(|i| {
+                    let text = format!(
+                        r#"{{"message_id":"r{round}-{i}","type":"like","identities":{{"user_id":"u{}"}}}}"#,
+                        (round * 7 + i) % 997
+                    );
+                    siyu_model::event::parse_native(&text, now, TimeLimits::default()).unwrap()
+                })
+                .collect()
+        };
+        let rounds = 4;
+        let ingest = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for round in 0..rounds {
+                    engine.ingest(tenant, "test", batch(round)).await.unwrap();
+                }
+            })
+        };
+        let mut rebuilds = 0;
+        while !ingest.is_finished() {
+            engine.rebuild(tenant).await.unwrap();
+            rebuilds += 1;
+        }
+        ingest.await.unwrap();
+        assert!(rebuilds > 0);
+        let live = engine.tenant(tenant).unwrap();
+        let replayed = engine.replay_tenant_state(tenant).await.unwrap();
+        let state = live.state.read();
+        assert_eq!(state.event_count, (rounds * 3 * APPLY_CHUNK) as u64, "every event applied once");
+        assert_eq!(state.applied_seq, replayed.applied_seq);
+        let t = Millis::now();
+        for id in replayed.profile_ids() {
+            assert_eq!(state.scores_at(id, t), replayed.scores_at(id, t), "profile {id}");
+            assert_eq!(state.profile(id).map(|p| p.facts.len()), replayed.profile(id).map(|p| p.facts.len()));
+        }
+        assert_eq!(state.live_profiles, replayed.live_profiles);
+        drop(state);
         engine.shutdown();
     }
 }

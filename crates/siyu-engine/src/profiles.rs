@@ -3,7 +3,7 @@
 //! belongs to, merges) is `identity.rs`, on the same struct.
 //!
 //! Invariant: `Profiles` is a pure function of (the tenant's settings, the log prefix up to
-//! `applied_seq`). [`Profiles::apply_ref`] is the only way events enter it, in seq order, and it
+//! `applied_seq`). `Profiles::apply_ref` is the only way events enter it, in seq order, and it
 //! returns the [`Change`] it made, which the state hands to its subscribers (`subscriber.rs`).
 //! Nothing here knows of segments, tags or any other subscriber.
 
@@ -247,15 +247,10 @@ impl Profiles {
         self.summaries[id as usize] = summary;
     }
 
-    pub fn profile_count_including_merged(&self) -> usize {
-        self.profiles.len() - 1
-    }
-
     pub fn profile(&self, id: ProfileId) -> Option<&Profile> {
         self.profiles.get(id as usize).filter(|_| id != 0)
     }
 
-    /// Follows merges: the live profile an id (current or merged-away) now belongs to.
     /// The compact code of an event type; custom types are registered on first sight.
     pub fn type_code(&mut self, name: &str) -> u16 {
         if let Some(known) = siyu_model::EventType::parse(name) {
@@ -284,7 +279,7 @@ impl Profiles {
 
     /// Applies the event at `seq` (which must follow `applied_seq`): resolves its identities to
     /// one profile (merging where the evidence says so), then folds it into that profile.
-    pub fn apply_ref<'e>(&mut self, seq: Seq, event: &EventRef<'e>) -> Change<'e> {
+    pub(crate) fn apply_ref<'e>(&mut self, seq: Seq, event: &EventRef<'e>) -> Change<'e> {
         debug_assert!(seq > self.applied_seq, "events must be applied in log order");
         self.applied_seq = seq;
         self.event_count += 1;
@@ -376,12 +371,6 @@ impl Profiles {
         self.live.set(id, true);
         self.live_profiles += 1;
         id
-    }
-
-    /// Replaces the settings; the caller re-materialises the state from the log afterwards.
-    pub fn set_settings(&mut self, settings: TenantSettings) {
-        self.settings = settings;
-        self.recompile_rules();
     }
 }
 

@@ -157,7 +157,7 @@ pub struct TenantSummary {
     pub channels: Vec<Count>,
 }
 
-/// One channel account (矩阵号) of the tenant, with its audience now.
+/// One channel account (矩阵号) of the tenant, with its audience (now, or as of a time).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountSummary {
     pub channel: String,
@@ -189,7 +189,7 @@ pub struct RefusalView {
     pub reason: String,
 }
 
-fn yuan(fen: i64) -> f64 {
+pub(crate) fn yuan(fen: i64) -> f64 {
     fen as f64 / 100.0
 }
 
@@ -203,7 +203,7 @@ fn touch_view(state: &TenantState, touch: &Touch) -> Option<TouchView> {
     })
 }
 
-fn channels_of(mask: u16) -> Vec<String> {
+pub(crate) fn channels_of(mask: u16) -> Vec<String> {
     Channel::ALL.iter().filter(|c| mask & (1 << c.code()) != 0).map(|c| c.to_string()).collect()
 }
 
@@ -223,7 +223,7 @@ fn scores_view(scores: &ProfileScores, means: &RfmMeans) -> ScoresView {
     }
 }
 
-fn name_of(profile: &Profile) -> Option<String> {
+pub(crate) fn name_of(profile: &Profile) -> Option<String> {
     let traits = profile.traits.as_ref()?;
     ["name", "nickname", "username"].iter().find_map(|k| traits.get(*k)?.as_str().map(str::to_string))
 }
@@ -234,7 +234,7 @@ fn traits_of(profile: &Profile) -> serde_json::Value {
 }
 
 impl TenantState {
-    /// The live profile a reference names, if it exists at `t` (has an event at or before it).
+    /// The live profile a reference names (by id, merged-away ones included, or by identity).
     pub fn find(&self, reference: &ProfileRef) -> Option<ProfileId> {
         match reference {
             ProfileRef::Id(id) => self.resolve(*id),
@@ -508,9 +508,6 @@ impl Engine {
         let state = runtime.state.read();
         let when = AsOf::of(as_of);
         let Some(id) = state.find(reference) else { return Ok(None) };
-        if state.at_when(id, when).is_none() {
-            return Ok(None);
-        }
         let means = state.rfm_means(when.t);
         Ok(state.view(id, when, &means))
     }
@@ -524,14 +521,12 @@ impl Engine {
         limit: usize,
     ) -> Result<ProfilePage> {
         let runtime = self.tenant(tenant)?;
-        let state = runtime.state.read();
-        Ok(state.list(filter, AsOf::of(as_of), cursor, limit))
+        Ok(siyu_store::blocking_in_place(|| runtime.state.read().list(filter, AsOf::of(as_of), cursor, limit)))
     }
 
     pub fn summary(&self, tenant: TenantId, as_of: Option<Millis>) -> Result<TenantSummary> {
         let runtime = self.tenant(tenant)?;
-        let state = runtime.state.read();
-        Ok(state.summary(AsOf::of(as_of)))
+        Ok(siyu_store::blocking_in_place(|| runtime.state.read().summary(AsOf::of(as_of))))
     }
 
     /// The merges that built a profile (found by any of its ids), with the evidence of each.
@@ -555,8 +550,7 @@ impl Engine {
     /// The tenant's channel accounts with their audience, now or as of a past time.
     pub fn accounts(&self, tenant: TenantId, as_of: Option<Millis>) -> Result<Vec<AccountSummary>> {
         let runtime = self.tenant(tenant)?;
-        let state = runtime.state.read();
-        Ok(state.accounts(AsOf::of(as_of)))
+        Ok(siyu_store::blocking_in_place(|| runtime.state.read().accounts(AsOf::of(as_of))))
     }
 
     /// A profile's events, newest first, before log position `before` (exclusive).

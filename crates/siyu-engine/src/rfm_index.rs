@@ -12,7 +12,8 @@
 //!
 //! The index is derived state: it follows the profiles' order facts. Applying an event only
 //! notes which profile's orders changed ([`RfmIndex::mark`]); the deltas are brought up to date
-//! when means are asked for ([`RfmIndex::flush`]), so a replay or an import pays once per buyer.
+//! when means are asked for ([`RfmIndex::flush`]), so a replay or an import pays about once per
+//! buyer; marks past `PENDING_MAX` are flushed on the spot, so they never pile up unread.
 
 use std::collections::BTreeMap;
 
@@ -65,7 +66,7 @@ struct Day {
 
 #[derive(Debug)]
 pub(crate) struct RfmIndex {
-    /// The RFM window W, in ms (as `ScoringRules::window_start` rounds it).
+    /// The RFM window W, in ms.
     window: i64,
     /// The orders each profile contributes now, sorted by time.
     chains: FxHashMap<ProfileId, Box<[Order]>>,
@@ -77,7 +78,7 @@ pub(crate) struct RfmIndex {
 impl RfmIndex {
     pub(crate) fn new(window_days: f64) -> RfmIndex {
         RfmIndex {
-            window: (window_days * DAY as f64).round() as i64,
+            window: siyu_model::score::window_ms(window_days),
             chains: FxHashMap::default(),
             days: BTreeMap::new(),
             pending: Vec::new(),

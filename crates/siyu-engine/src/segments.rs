@@ -132,7 +132,7 @@ pub(crate) enum Touch {
 
 /// A segment: its record, its checked condition and its members. A rule tag is kept as a
 /// segment too (`rule_tag` set, `record.id` = the tag id) whose members carry the tag; rule tags
-/// come first in `Segments::segments`, in dependency order, so a rule tag is evaluated before
+/// come first in `Segments::entries`, in dependency order, so a rule tag is evaluated before
 /// anything that reads it.
 pub struct Segment {
     pub record: SegmentRecord,
@@ -550,9 +550,8 @@ impl TenantState {
 
     /// After a replay: the remaining tag operations, the segments' conditions and memberships at
     /// `now`; from here on memberships are kept current incrementally.
-    pub fn finish_replay(&mut self, now: Millis) {
+    pub(crate) fn finish_segments_replay(&mut self, now: Millis) {
         self.apply_due_tag_ops(Seq::MAX);
-        self.flush_rfm();
         let schema = self.schema();
         let tenant = self.tenant;
         let check = |text: &str, what: &str, id: i64| {

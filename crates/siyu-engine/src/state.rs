@@ -3,7 +3,8 @@
 //! (`segments.rs`) and the RFM index (`rfm_index.rs`).
 //!
 //! Invariant: a `TenantState` is a pure function of (the tenant's settings, tags and segments,
-//! the log prefix up to `applied_seq`). [`TenantState::apply`] is the only way events enter it,
+//! the log prefix up to `applied_seq`). [`TenantState::apply_ref`] (and `apply`, for an owned event)
+//! is the only way events enter it,
 //! in seq order: the profiles apply the event and report the [`Change`], which every subscriber
 //! then sees, in the same order on a replay (`subscriber.rs`). So incremental ingestion and
 //! `siyu rebuild` produce identical states.
@@ -83,8 +84,15 @@ impl TenantState {
         rfm.means_at(t)
     }
 
+    /// After a replay, each subscriber catches up on what it deferred while the log was folded:
+    /// from here on everything is kept current event by event.
+    pub fn finish_replay(&mut self, now: Millis) {
+        self.flush_rfm();
+        self.finish_segments_replay(now);
+    }
+
     /// Brings the RFM index up to date now (after a replay), rather than on the first read.
-    pub(crate) fn flush_rfm(&mut self) {
+    fn flush_rfm(&mut self) {
         let rfm = self.rfm.get_mut();
         if rfm.has_pending() {
             let core = &self.core;
@@ -96,11 +104,5 @@ impl TenantState {
     /// to `t`: the long way to [`Self::rfm_means`], for checking it.
     pub fn rfm_inputs_in(&self, profiles: &Members, t: Millis) -> Vec<siyu_model::RfmInput> {
         profiles.iter().filter_map(|id| self.scores_at(id, t)?.rfm).collect()
-    }
-
-    /// Replaces the settings; the caller re-materialises the state from the log afterwards.
-    pub fn set_settings(&mut self, settings: TenantSettings) {
-        self.core.set_settings(settings);
-        *self.rfm.get_mut() = RfmIndex::new(self.core.rules.config.rfm_window_days);
     }
 }

@@ -12,11 +12,13 @@
 //!   what it decides later (a segment refresh writing rule tags) happens outside the call.
 //! - **Cost.** `on_change` runs for every event under the tenant's write lock: note what needs
 //!   doing (a dirty profile, a counter) and do heavy work when asked for results, or in a
-//!   refresh/sweep, never a scan here.
+//!   refresh/sweep, never a scan of the tenant here (the RFM index brings a bounded batch of
+//!   marked profiles up to date at most).
 //! - **Derived.** Its state is a function of the log (and of the tenant's records it loads):
 //!   nothing it holds is a source of truth, and a replay rebuilds it by sending the same changes
 //!   in the same order (`crate::replay`). A subscriber that defers work during a replay
-//!   (segments evaluate once at the end) catches up in `finish_replay`.
+//!   (segments evaluate once at the end) catches up in `TenantState::finish_replay`, which calls
+//!   each subscriber's catch-up in turn.
 //!
 //! Today's subscribers: segments and tags ([`crate::segments::Segments`]) and the RFM index
 //! ([`crate::rfm_index::RfmIndex`]). Journey triggers, guardrail counters and metric aggregates

@@ -204,8 +204,13 @@ impl ScoringRules {
     }
 
     fn window_start(&self, t: Millis, days: f64) -> Millis {
-        Millis(t.0 - (days * DAY as f64).round() as i64)
+        Millis(t.0 - window_ms(days))
     }
+}
+
+/// A window of `days`, in milliseconds, rounded as every window test of the scores rounds it.
+pub fn window_ms(days: f64) -> i64 {
+    (days * DAY as f64).round() as i64
 }
 
 fn grow_to<T: Default + Clone>(table: &mut Vec<T>, code: u16) {

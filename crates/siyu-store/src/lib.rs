@@ -181,9 +181,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// Runs `f`, which blocks for a while (a replay folding rows into the caller's state), telling a
-/// multi-threaded tokio runtime so that it moves other tasks off this thread meanwhile.
-pub(crate) fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
+/// Runs `f`, which blocks for a while (a replay folding rows into the caller's state, a scan of
+/// every profile), telling a multi-threaded tokio runtime so that it moves other tasks off this
+/// thread meanwhile.
+pub fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread {

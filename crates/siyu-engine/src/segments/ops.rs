@@ -4,8 +4,13 @@
 
 use siyu_model::condition::{compile, parse, ConditionError};
 use siyu_model::score::RfmMeans;
-use siyu_model::{Millis, ProfileId, TenantId};
+use siyu_model::{Millis, ProfileId, ProfileScores, TenantId};
 use siyu_store::{AudienceKind, MembershipChange, StoreError, TagOp};
+
+use super::{cheapest_first, cst_day, Entry, Evaluator, Members, Segment};
+use crate::query::{channels_of, name_of, yuan, ProfileRef, ProfileRow};
+use crate::state::{AsOf, ProfileAt, TenantState};
+use crate::{Engine, EngineError, Result};
 
 /// Which record a name clash or a missing id is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +39,6 @@ impl From<AudienceKind> for RecordKind {
         }
     }
 }
-
-use super::{cheapest_first, cst_day, Entry, Evaluator, Members, Segment};
-use crate::query::{ProfileRef, ProfileRow};
-use crate::state::{AsOf, TenantState};
-use crate::{Engine, EngineError, Result};
 
 /// A refusal of a tag or segment operation.
 #[derive(Debug, thiserror::Error)]
@@ -577,15 +577,18 @@ impl Engine {
         as_of: Option<Millis>,
     ) -> Result<SegmentPreview> {
         let runtime = self.tenant(tenant)?;
-        let state = runtime.state.read();
-        let (condition, canonical) = checked(&state, text)?;
-        let when = AsOf::of(as_of);
-        let means = state.rfm_means(when.t);
-        let members = Evaluator::as_of(&state, when, &means).select(&cheapest_first(&condition));
-        let size = members.size();
-        let rows = members.iter().take(sample).filter_map(|id| state.row_at(id, when, &means)).collect();
-        let time_dependent = condition.is_time_dependent() || condition.dependencies().tenant_wide;
-        Ok(SegmentPreview { condition: canonical, size, sample: rows, time_dependent })
+        // A scan of every profile (and, as of a past time, a fold of their prefixes).
+        siyu_store::blocking_in_place(|| {
+            let state = runtime.state.read();
+            let (condition, canonical) = checked(&state, text)?;
+            let when = AsOf::of(as_of);
+            let means = state.rfm_means(when.t);
+            let members = Evaluator::as_of(&state, when, &means).select(&cheapest_first(&condition));
+            let size = members.size();
+            let rows = members.iter().take(sample).filter_map(|id| state.row_at(id, when, &means)).collect();
+            let time_dependent = condition.is_time_dependent() || condition.dependencies().tenant_wide;
+            Ok(SegmentPreview { condition: canonical, size, sample: rows, time_dependent })
+        })
     }
 
     pub async fn create_segment(&self, tenant: TenantId, name: &str, text: &str) -> Result<SegmentView> {
@@ -733,17 +736,20 @@ impl Engine {
         as_of: Option<Millis>,
     ) -> Result<SegmentMembers> {
         let runtime = self.tenant(tenant)?;
-        let state = runtime.state.read();
-        let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
-        let when = AsOf::of(as_of);
-        let means = state.rfm_means(when.t);
-        let members = members_at(&state, segment, as_of, &means);
-        let mut ids = members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
-        let page: Vec<ProfileId> = ids.by_ref().take(limit).collect();
-        let more = ids.next().is_some();
-        let items: Vec<ProfileRow> = page.iter().filter_map(|m| state.row_at(*m, when, &means)).collect();
-        let next_cursor = if more { page.last().map(ToString::to_string) } else { None };
-        Ok(SegmentMembers { items, next_cursor })
+        // A scan of every profile (and, as of a past time, a fold of their prefixes).
+        siyu_store::blocking_in_place(|| {
+            let state = runtime.state.read();
+            let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
+            let when = AsOf::of(as_of);
+            let means = state.rfm_means(when.t);
+            let members = members_at(&state, segment, as_of, &means);
+            let mut ids = members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
+            let page: Vec<ProfileId> = ids.by_ref().take(limit).collect();
+            let more = ids.next().is_some();
+            let items: Vec<ProfileRow> = page.iter().filter_map(|m| state.row_at(*m, when, &means)).collect();
+            let next_cursor = if more { page.last().map(ToString::to_string) } else { None };
+            Ok(SegmentMembers { items, next_cursor })
+        })
     }
 
     /// Member ids of a segment (for bulk actions).
@@ -820,40 +826,45 @@ impl Engine {
     ) -> Result<String> {
         Engine::check_export_fields(fields)?;
         let runtime = self.tenant(tenant)?;
-        let state = runtime.state.read();
-        let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
-        let when = AsOf::of(as_of);
-        let means = state.rfm_means(when.t);
-        let members = members_at(&state, segment, as_of, &means);
-        let mut out = String::new();
-        if format == ExportFormat::Csv {
-            out.push_str(&fields.iter().map(|f| csv_cell(f)).collect::<Vec<_>>().join(","));
-            out.push('\n');
-        }
-        for member in members.iter() {
-            let values: Vec<serde_json::Value> =
-                fields.iter().map(|f| export_value(&state, member, f, when, &means)).collect();
-            match format {
-                ExportFormat::Csv => {
-                    let cells: Vec<String> = values
-                        .iter()
-                        .map(|v| match v {
-                            serde_json::Value::Null => String::new(),
-                            serde_json::Value::String(s) => csv_cell(s),
-                            other => csv_cell(&other.to_string()),
-                        })
-                        .collect();
-                    out.push_str(&cells.join(","));
-                }
-                ExportFormat::Ndjson => {
-                    let object: serde_json::Map<String, serde_json::Value> =
-                        fields.iter().cloned().zip(values).collect();
-                    out.push_str(&serde_json::Value::Object(object).to_string());
-                }
+        // A scan of every profile (and, as of a past time, a fold of their prefixes).
+        siyu_store::blocking_in_place(|| {
+            let state = runtime.state.read();
+            let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
+            let when = AsOf::of(as_of);
+            let means = state.rfm_means(when.t);
+            let members = members_at(&state, segment, as_of, &means);
+            let mut out = String::new();
+            if format == ExportFormat::Csv {
+                out.push_str(&fields.iter().map(|f| csv_cell(f)).collect::<Vec<_>>().join(","));
+                out.push('\n');
             }
-            out.push('\n');
-        }
-        Ok(out)
+            for member in members.iter() {
+                let Some(at) = state.at_when(member, when) else { continue };
+                let scores = at.scores(&state.rules);
+                let values: Vec<serde_json::Value> =
+                    fields.iter().map(|f| export_value(&state, &at, &scores, f, &means)).collect();
+                match format {
+                    ExportFormat::Csv => {
+                        let cells: Vec<String> = values
+                            .iter()
+                            .map(|v| match v {
+                                serde_json::Value::Null => String::new(),
+                                serde_json::Value::String(s) => csv_cell(s),
+                                other => csv_cell(&other.to_string()),
+                            })
+                            .collect();
+                        out.push_str(&cells.join(","));
+                    }
+                    ExportFormat::Ndjson => {
+                        let object: serde_json::Map<String, serde_json::Value> =
+                            fields.iter().cloned().zip(values).collect();
+                        out.push_str(&serde_json::Value::Object(object).to_string());
+                    }
+                }
+                out.push('\n');
+            }
+            Ok(out)
+        })
     }
 
     /// Re-evaluates time-dependent segments of every tenant and records today's sizes.
@@ -960,45 +971,40 @@ fn csv_cell(text: &str) -> String {
     }
 }
 
-fn export_value(state: &TenantState, id: ProfileId, field: &str, when: AsOf, means: &RfmMeans) -> serde_json::Value {
+/// One field of an exported member, as of the time `at` was taken at.
+fn export_value(
+    state: &TenantState,
+    at: &ProfileAt<'_>,
+    scores: &ProfileScores,
+    field: &str,
+    means: &RfmMeans,
+) -> serde_json::Value {
     use serde_json::Value;
-    let Some(at) = state.at_when(id, when) else { return Value::Null };
     let profile = at.profile;
     if let Some(key) = field.strip_prefix("traits.") {
         return profile.traits.as_ref().and_then(|tr| tr.get(key)).cloned().unwrap_or(Value::Null);
     }
-    let scores = at.scores(&state.rules);
     match field {
-        "id" => Value::from(id),
-        "name" => state.row(&at, &scores, means).name.map_or(Value::Null, Value::from),
+        "id" => Value::from(at.id),
+        "name" => name_of(profile).map_or(Value::Null, Value::from),
         "tier" => Value::from(scores.tier.to_string()),
         "pool_stage" => Value::from(scores.pool_stage.to_string()),
         "ownership" => Value::from(scores.ownership.to_string()),
         "rfm" => scores.rfm.map_or(Value::Null, |input| Value::from(means.group(&input).to_string())),
         "affinity" => Value::from(scores.affinity),
         "reachable" => Value::from(scores.reachable),
-        "net_revenue" => Value::from(scores.net_revenue.0 as f64 / 100.0),
+        "net_revenue" => Value::from(yuan(scores.net_revenue.0)),
         "paid_orders" => Value::from(scores.paid_orders),
         "first_seen" => at.facts.first().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
         "last_seen" => at.facts.last().map_or(Value::Null, |f| Value::from(f.ts.to_rfc3339())),
         "tags" => {
             Value::from(profile.tags.iter().filter_map(|t| state.segments.tag_name(*t)).collect::<Vec<_>>().join("|"))
         }
-        "channels" => Value::from(
-            siyu_model::Channel::ALL
-                .iter()
-                .filter(|c| at.fold.channels & (1 << c.code()) != 0)
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join("|"),
-        ),
+        "channels" => Value::from(channels_of(at.fold.channels).join("|")),
         kind => profile
             .identities
             .iter()
-            .filter(|l| l.identity.kind.as_str() == kind)
-            .map(|l| l.identity.value.as_str())
-            .collect::<Vec<_>>()
-            .first()
-            .map_or(Value::Null, |v| Value::from(*v)),
+            .find(|l| l.identity.kind.as_str() == kind)
+            .map_or(Value::Null, |l| Value::from(l.identity.value.as_str())),
     }
 }

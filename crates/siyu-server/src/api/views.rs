@@ -339,7 +339,7 @@ impl From<query_view::TenantSummary> for TenantSummary {
     }
 }
 
-/// One channel account (矩阵号) of the tenant, with its audience now.
+/// One channel account (矩阵号) of the tenant, with its audience (now, or as of a time).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AccountSummary {
     pub channel: String,
