@@ -735,20 +735,34 @@ impl Engine {
         limit: usize,
         as_of: Option<Millis>,
     ) -> Result<SegmentMembers> {
+        self.with_members(tenant, id, as_of, |state, members, when, means| {
+            let mut ids = members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
+            let page: Vec<ProfileId> = ids.by_ref().take(limit).collect();
+            let more = ids.next().is_some();
+            let items: Vec<ProfileRow> = page.iter().filter_map(|m| state.row_at(*m, when, means)).collect();
+            let next_cursor = if more { page.last().map(ToString::to_string) } else { None };
+            Ok(SegmentMembers { items, next_cursor })
+        })
+    }
+
+    /// Calls `f` with a segment's members — kept current, or evaluated afresh at `as_of` — under
+    /// one read lock, off the async workers (a scan of every profile, and as of a past time a
+    /// fold of their prefixes).
+    fn with_members<T>(
+        &self,
+        tenant: TenantId,
+        id: i64,
+        as_of: Option<Millis>,
+        f: impl FnOnce(&TenantState, &Members, AsOf, &RfmMeans) -> Result<T>,
+    ) -> Result<T> {
         let runtime = self.tenant(tenant)?;
-        // A scan of every profile (and, as of a past time, a fold of their prefixes).
         siyu_store::blocking_in_place(|| {
             let state = runtime.state.read();
             let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
             let when = AsOf::of(as_of);
             let means = state.rfm_means(when.t);
             let members = members_at(&state, segment, as_of, &means);
-            let mut ids = members.iter().filter(|m| cursor.is_none_or(|c| *m > c));
-            let page: Vec<ProfileId> = ids.by_ref().take(limit).collect();
-            let more = ids.next().is_some();
-            let items: Vec<ProfileRow> = page.iter().filter_map(|m| state.row_at(*m, when, &means)).collect();
-            let next_cursor = if more { page.last().map(ToString::to_string) } else { None };
-            Ok(SegmentMembers { items, next_cursor })
+            f(&state, &members, when, &means)
         })
     }
 
@@ -825,14 +839,7 @@ impl Engine {
         as_of: Option<Millis>,
     ) -> Result<String> {
         Engine::check_export_fields(fields)?;
-        let runtime = self.tenant(tenant)?;
-        // A scan of every profile (and, as of a past time, a fold of their prefixes).
-        siyu_store::blocking_in_place(|| {
-            let state = runtime.state.read();
-            let segment = state.segments.segment(id).ok_or_else(|| not_found(RecordKind::Segment, id))?;
-            let when = AsOf::of(as_of);
-            let means = state.rfm_means(when.t);
-            let members = members_at(&state, segment, as_of, &means);
+        self.with_members(tenant, id, as_of, |state, members, when, means| {
             let mut out = String::new();
             if format == ExportFormat::Csv {
                 out.push_str(&fields.iter().map(|f| csv_cell(f)).collect::<Vec<_>>().join(","));
@@ -842,7 +849,7 @@ impl Engine {
                 let Some(at) = state.at_when(member, when) else { continue };
                 let scores = at.scores(&state.rules);
                 let values: Vec<serde_json::Value> =
-                    fields.iter().map(|f| export_value(&state, &at, &scores, f, &means)).collect();
+                    fields.iter().map(|f| export_value(state, &at, &scores, f, means)).collect();
                 match format {
                     ExportFormat::Csv => {
                         let cells: Vec<String> = values
