@@ -88,6 +88,15 @@ pub struct Profile {
     pub tags: Vec<u32>,
 }
 
+impl Profile {
+    /// The facts at or before `when`; `None` when there are none at a time the caller named (the
+    /// profile did not exist yet, see [`AsOf`]).
+    pub fn facts_at(&self, when: AsOf) -> Option<&[Fact]> {
+        let facts = &self.facts[..self.facts.partition_point(|f| f.ts <= when.t)];
+        (!facts.is_empty() || !when.explicit).then_some(facts)
+    }
+}
+
 /// What applying one event changed, as the subscribers see it (`subscriber.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change<'e> {
@@ -345,10 +354,7 @@ impl Profiles {
             return Some(ProfileAt { id, profile, facts, fold: Cow::Borrowed(&profile.state), t });
         }
         // Facts later than `t` exist: fold the prefix (an "as of" query into the past).
-        let facts = &profile.facts[..profile.facts.partition_point(|f| f.ts <= t)];
-        if facts.is_empty() && when.explicit {
-            return None;
-        }
+        let facts = profile.facts_at(when)?;
         let fold = Cow::Owned(ProfileFacts::fold(facts, t, &self.rules));
         Some(ProfileAt { id, profile, facts, fold, t })
     }

@@ -718,9 +718,12 @@ impl TenantState {
         Some((segment.condition.clone()?, segment.deps.tenant_wide))
     }
 
-    /// Sets the RFM means incremental refreshes grade against (a sweep computes them afresh).
-    pub fn install_means(&mut self, means: RfmMeans) {
+    /// Takes the buyers' means at `t` as those incremental refreshes grade against until the next
+    /// sweep, and returns them.
+    pub fn refresh_means(&mut self, t: Millis) -> RfmMeans {
+        let means = self.rfm_means(t);
         self.segments.means = Some(means);
+        means
     }
 
     /// Makes `selected` — a full evaluation of `entry` at `t` that read the state at `version` —

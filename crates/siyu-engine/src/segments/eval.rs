@@ -194,10 +194,9 @@ impl<'s> Evaluator<'s> {
         }
         // Facts later than `t` exist: fold the prefix (an "as of" evaluation in the past).
         let Some(profile) = state.profile(id) else { return false };
-        let past = &profile.facts[..profile.facts.partition_point(|f| f.ts <= self.t)];
-        if past.is_empty() && self.explicit {
+        let Some(past) = profile.facts_at(AsOf { t: self.t, explicit: self.explicit }) else {
             return false; // no event by then: the profile did not exist yet
-        }
+        };
         let summary = ProfileFacts::fold(past, self.t, &state.rules).summary(&state.rules);
         f(&Cx { ev: self, id, summary: &summary, facts: OnceCell::from(past) });
         true

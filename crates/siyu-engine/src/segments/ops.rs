@@ -669,13 +669,7 @@ impl Engine {
     ) -> Result<Vec<MembershipChange>> {
         let now = Millis::now();
         let Some((_, tenant_wide)) = runtime.state.read().entry_condition(entry) else { return Ok(Vec::new()) };
-        let means = if tenant_wide {
-            let means = runtime.state.read().rfm_means(now);
-            runtime.state.write().install_means(means);
-            means
-        } else {
-            RfmMeans::default()
-        };
+        let means = if tenant_wide { runtime.state.write().refresh_means(now) } else { RfmMeans::default() };
         evaluate_in_chunks(runtime.clone(), entry, now, means).await
     }
 
@@ -891,8 +885,7 @@ impl Engine {
             };
             let mut means = RfmMeans::default();
             if tenant_wide {
-                means = runtime.state.read().rfm_means(now);
-                runtime.state.write().install_means(means);
+                means = runtime.state.write().refresh_means(now);
             }
             for entry in entries {
                 changes.extend(evaluate_in_chunks(runtime.clone(), entry, now, means).await?);
@@ -926,7 +919,7 @@ async fn evaluate_in_chunks(
     t: Millis,
     means: RfmMeans,
 ) -> Result<Vec<MembershipChange>> {
-    let task = tokio::task::spawn_blocking(move || {
+    crate::blocking(move || {
         let (condition, version) = {
             let state = runtime.state.read();
             let Some((condition, _)) = state.entry_condition(entry) else { return Vec::new() };
@@ -937,8 +930,8 @@ async fn evaluate_in_chunks(
             selected.union_with(&Evaluator::new(state, t, &means).select_in(&condition, chunk));
         });
         runtime.state.write().merge_evaluation(entry, &selected, version, t)
-    });
-    task.await.map_err(|e| EngineError::Store(StoreError::Task(e.to_string())))
+    })
+    .await
 }
 
 /// Calls `f` with the live profiles chunk by chunk, each chunk under a read lock of its own.
