@@ -365,6 +365,9 @@ async fn case_each_refused_item_is_counted_once(app: &TestApp) {
     segment(app, &t.write_key, "batch", &batch).await.assert_error(400, "missing_identity");
     let metrics = app.metrics().await;
     assert_eq!(rejected(&metrics, "missing_identity"), 2.0, "a one-message segment batch refused as a whole");
+    // A batch with nothing in it is a refusal too.
+    app.events(&t.write_key, &json!({"batch": []})).await.assert_error(400, "empty_batch");
+    assert_eq!(rejected(&app.metrics().await, "empty_batch"), 1.0, "an empty native batch");
 }
 
 /// The error registry promises a JSON body with `code` and `message` for every failure, also

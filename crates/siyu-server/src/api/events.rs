@@ -80,6 +80,9 @@ async fn ingest_events(
     for e in &errors {
         metrics.reject(&e.code);
     }
+    if events.is_empty() && errors.is_empty() {
+        metrics.reject(Code::EmptyBatch.as_str());
+    }
     if events.is_empty() {
         let first = errors.first().map(|e| (Code::of_refusal(&e.code), e.message.clone(), e.field.clone()));
         let (code, message, field) =
