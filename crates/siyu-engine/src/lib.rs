@@ -17,6 +17,7 @@ mod members;
 pub mod metrics;
 mod profiles;
 pub mod query;
+pub mod reach;
 mod rfm_index;
 pub mod segments;
 mod slab;
@@ -77,6 +78,8 @@ pub enum EngineError {
     ShuttingDown,
     #[error(transparent)]
     Segments(#[from] segments::ops::SegmentsError),
+    #[error(transparent)]
+    Reach(#[from] reach::ReachError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

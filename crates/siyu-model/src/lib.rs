@@ -10,6 +10,7 @@ pub mod event_type;
 pub mod identity;
 pub mod money;
 pub mod naive;
+pub mod reach;
 pub mod score;
 pub mod settings;
 pub mod time;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, IdentityKind};
+use crate::reach::{ReachRules, SendAccount};
 use crate::score::{ConfigError, ScoreConfig};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -18,6 +19,10 @@ pub struct TenantSettings {
     pub identity_limits: BTreeMap<String, u32>,
     /// Pairs of identities an operator has declared to be different people (`unmerge`).
     pub cannot_link: Vec<CannotLink>,
+    /// Guardrails, quiet hours, the platforms' quota table and the time zone (docs/reach.md).
+    pub reach: ReachRules,
+    /// The accounts messages leave from, by name (campaigns name one).
+    pub send_accounts: BTreeMap<String, SendAccount>,
 }
 
 /// Two identities that must never end up in one profile.
@@ -48,6 +53,21 @@ impl TenantSettings {
                 return Err(ConfigError {
                     field: format!("identity_limits.{kind}"),
                     message: "limit must be at least 1".into(),
+                });
+            }
+        }
+        self.reach.validate().map_err(|e| ConfigError { field: format!("reach.{}", e.field), message: e.message })?;
+        for (name, account) in &self.send_accounts {
+            if name.trim().is_empty() || name.len() > 64 {
+                return Err(ConfigError {
+                    field: format!("send_accounts.{name}"),
+                    message: "an account name has 1 to 64 characters".into(),
+                });
+            }
+            if account.rate_per_second == Some(0) {
+                return Err(ConfigError {
+                    field: format!("send_accounts.{name}.rate_per_second"),
+                    message: "must be at least 1".into(),
                 });
             }
         }

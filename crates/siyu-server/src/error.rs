@@ -107,6 +107,11 @@ codes! {
     NoSuchTag            => "no_such_tag",            NOT_FOUND;
     NoSuchTagGroup       => "no_such_tag_group",      NOT_FOUND;
     NoSuchSegment        => "no_such_segment",        NOT_FOUND;
+    InvalidTemplate      => "invalid_template",       BAD_REQUEST;
+    InvalidCampaign      => "invalid_campaign",       BAD_REQUEST;
+    NoSuchTemplate       => "no_such_template",       NOT_FOUND;
+    NoSuchCampaign       => "no_such_campaign",       NOT_FOUND;
+    WrongState           => "wrong_state",            CONFLICT;
     NameTaken            => "name_taken",             CONFLICT;
     InUse                => "in_use",                 CONFLICT;
     Internal             => "internal",               INTERNAL_SERVER_ERROR;
@@ -202,6 +207,7 @@ impl From<siyu_engine::EngineError> for ApiError {
             E::ShuttingDown => ApiError::new(Code::Unavailable, "the server is shutting down"),
             E::Store(s) => ApiError::internal(s),
             E::Segments(a) => segments_error(a),
+            E::Reach(r) => reach_error(r),
         }
     }
 }
@@ -235,6 +241,8 @@ fn segments_error(e: siyu_engine::segments::ops::SegmentsError) -> ApiError {
                 RecordKind::Tag => Code::NoSuchTag,
                 RecordKind::TagGroup => Code::NoSuchTagGroup,
                 RecordKind::Segment => Code::NoSuchSegment,
+                RecordKind::Template => Code::NoSuchTemplate,
+                RecordKind::Campaign => Code::NoSuchCampaign,
             };
             ApiError::new(code, e.to_string())
         }
@@ -242,6 +250,45 @@ fn segments_error(e: siyu_engine::segments::ops::SegmentsError) -> ApiError {
         A::Invalid { field, .. } => ApiError::new(Code::InvalidRequest, e.to_string()).with_field(field),
         A::RuleTag(_) => ApiError::new(Code::RuleTag, e.to_string()),
         A::Cycle(_) => ApiError::new(Code::Cycle, e.to_string()).with_field("condition"),
+    }
+}
+
+fn reach_error(e: siyu_engine::reach::ReachError) -> ApiError {
+    use siyu_engine::reach::ReachError as R;
+    match e {
+        R::InvalidTemplate(errors) => {
+            let first = errors.first();
+            let message = first.map(|e| e.message.clone()).unwrap_or_else(|| "invalid template".into());
+            let mut error = ApiError::new(Code::InvalidTemplate, message)
+                .with_field(first.map(|e| e.field.clone()).unwrap_or_else(|| "definition".into()));
+            error.body.line = first.map(|e| e.line);
+            error.body.column = first.map(|e| e.column);
+            error.with_errors(
+                errors
+                    .iter()
+                    .enumerate()
+                    .map(|(index, e)| ItemError {
+                        index,
+                        code: e.code.to_string(),
+                        field: e.field.clone(),
+                        message: format!("line {}, column {}: {}", e.line, e.column, e.message),
+                    })
+                    .collect(),
+            )
+        }
+        R::Invalid { field, .. } => ApiError::new(Code::InvalidCampaign, e.to_string()).with_field(field),
+        R::NotFound { kind, .. } => {
+            let code = match kind {
+                "template" => Code::NoSuchTemplate,
+                "campaign" => Code::NoSuchCampaign,
+                "segment" => Code::NoSuchSegment,
+                "profile" => Code::NoSuchProfile,
+                _ => Code::NotFound,
+            };
+            ApiError::new(code, e.to_string())
+        }
+        R::NameTaken { .. } => ApiError::new(Code::NameTaken, e.to_string()).with_field("name"),
+        R::WrongState { .. } => ApiError::new(Code::WrongState, e.to_string()),
     }
 }
 

@@ -72,6 +72,8 @@ pub enum AudienceKind {
     TagGroup,
     Tag,
     Segment,
+    Template,
+    Campaign,
 }
 
 impl AudienceKind {
@@ -80,6 +82,8 @@ impl AudienceKind {
             AudienceKind::TagGroup => "tag group",
             AudienceKind::Tag => "tag",
             AudienceKind::Segment => "segment",
+            AudienceKind::Template => "template",
+            AudienceKind::Campaign => "campaign",
         }
     }
 }

@@ -13,14 +13,21 @@ mod codec;
 mod migrate;
 pub mod postgres;
 mod postgres_audience;
+mod postgres_reach;
+pub mod reach;
 pub mod scratch;
 #[cfg(feature = "bench-sql")]
 pub mod segment_sql;
 pub mod sqlite;
 mod sqlite_audience;
+mod sqlite_reach;
 
 pub use audience::{AudienceKind, AudienceStore, MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};
 pub use codec::{decode_identities, encode_identities, split_identities};
+pub use reach::{
+    CampaignRecord, CampaignState, Claimed, EnqueueBatch, EnqueueItem, Enqueued, OutboxRow, OutboxState, Outcome,
+    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
+};
 
 /// A tenant as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +151,7 @@ impl From<tokio::task::JoinError> for StoreError {
 
 /// Everything siyu persists. Every method that touches tenant data takes the tenant first.
 #[async_trait]
-pub trait Store: AudienceStore + Send + Sync + 'static {
+pub trait Store: AudienceStore + ReachStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     async fn create_tenant(&self, name: &str, industry: Industry, keys: &[(KeyKind, String)]) -> Result<TenantRecord>;

@@ -10,9 +10,11 @@ pub struct Migration {
 pub const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "audience", sql: include_str!("../migrations/sqlite/0002_audience.sql") },
+    Migration { version: 3, name: "reach", sql: include_str!("../migrations/sqlite/0003_reach.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
     Migration { version: 2, name: "audience", sql: include_str!("../migrations/postgres/0002_audience.sql") },
+    Migration { version: 3, name: "reach", sql: include_str!("../migrations/postgres/0003_reach.sql") },
 ];

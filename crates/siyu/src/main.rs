@@ -43,6 +43,12 @@ enum Command {
     /// Manage tags (标签): create (manual or rule), list, add, remove, import from CSV.
     #[command(subcommand)]
     Tag(cmd::tag::Command),
+    /// Manage message templates (内容库).
+    #[command(subcommand)]
+    Template(cmd::reach::TemplateCommand),
+    /// Manage campaigns (群发): create with a dry run, send, show results, cancel.
+    #[command(subcommand)]
+    Campaign(cmd::reach::CampaignCommand),
     /// Import NDJSON or CSV events into a tenant's log (streaming, idempotent).
     Import(cmd::import::Args),
     /// Write a simulated merchant's event stream as NDJSON.
@@ -85,6 +91,8 @@ fn main() -> ExitCode {
             Command::Tenant(command) => cmd::tenant::run(&settings, command).await,
             Command::Segment(command) => cmd::segment::run(&settings, command).await,
             Command::Tag(command) => cmd::tag::run(&settings, command).await,
+            Command::Template(command) => cmd::reach::run_template(&settings, command).await,
+            Command::Campaign(command) => cmd::reach::run_campaign(&settings, command).await,
             Command::Import(args) => cmd::import::run(&settings, args).await,
             Command::Simulate(args) => cmd::simulate::run(args),
             Command::Rebuild(args) => cmd::rebuild::run(&settings, args).await,

@@ -14,7 +14,18 @@ pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub ingest: IngestSettings,
+    pub outbox: OutboxSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxSettings {
+    pub lease_secs: u64,
+    pub batch: usize,
+    pub idle_ms: u64,
+    pub max_attempts: u32,
+    pub first_backoff_ms: u64,
+    pub task_poll_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +86,20 @@ impl Settings {
         }
         figment = figment.merge(Serialized::defaults(flags));
         figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+
+    pub fn dispatcher_config(&self) -> siyu_outbox::DispatcherConfig {
+        let o = &self.outbox;
+        siyu_outbox::DispatcherConfig {
+            idle: std::time::Duration::from_millis(o.idle_ms.max(10)),
+            lease: std::time::Duration::from_secs(o.lease_secs.max(1)),
+            batch: o.batch.max(1),
+            max_attempts: o.max_attempts.max(1),
+            first_backoff: std::time::Duration::from_millis(o.first_backoff_ms.max(1)),
+            task_poll: std::time::Duration::from_secs(o.task_poll_secs.max(1)),
+            data_dir: crate::cmd::data_dir(&self.store.url),
+            ..Default::default()
+        }
     }
 
     pub fn engine_config(&self) -> siyu_engine::EngineConfig {

@@ -18,6 +18,8 @@ pub enum RecordKind {
     TagGroup,
     Tag,
     Segment,
+    Template,
+    Campaign,
 }
 
 impl RecordKind {
@@ -26,6 +28,8 @@ impl RecordKind {
             RecordKind::TagGroup => "tag group",
             RecordKind::Tag => "tag",
             RecordKind::Segment => "segment",
+            RecordKind::Template => "template",
+            RecordKind::Campaign => "campaign",
         }
     }
 }
@@ -36,6 +40,8 @@ impl From<AudienceKind> for RecordKind {
             AudienceKind::TagGroup => RecordKind::TagGroup,
             AudienceKind::Tag => RecordKind::Tag,
             AudienceKind::Segment => RecordKind::Segment,
+            AudienceKind::Template => RecordKind::Template,
+            AudienceKind::Campaign => RecordKind::Campaign,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod events;
 mod profiles;
+mod reach;
 mod segments;
 mod tenant;
 pub mod views;
@@ -19,6 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(profiles::routes())
         .merge(tenant::routes())
         .merge(segments::routes())
+        .merge(reach::routes())
 }
 
 /// Parses an optional RFC 3339 `as_of` query parameter.

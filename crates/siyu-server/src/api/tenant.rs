@@ -53,7 +53,15 @@ async fn get_settings(
     State(state): State<AppState>,
     Manager(tenant): Manager,
 ) -> Result<Json<TenantSettings>, ApiError> {
-    Ok(Json(state.engine.settings(tenant)?))
+    Ok(Json(masked(state.engine.settings(tenant)?)))
+}
+
+/// Settings as answers show them: send-account credentials masked.
+fn masked(mut settings: TenantSettings) -> TenantSettings {
+    for account in settings.send_accounts.values_mut() {
+        *account = account.masked();
+    }
+    settings
 }
 
 /// Replaces the settings; every profile is re-derived from the log under the new ones.
@@ -64,15 +72,22 @@ async fn put_settings(
     Manager(tenant): Manager,
     body: axum::body::Bytes,
 ) -> Result<Json<TenantSettings>, ApiError> {
-    let settings: TenantSettings = serde_json::from_slice(&body).map_err(|e| {
+    let mut settings: TenantSettings = serde_json::from_slice(&body).map_err(|e| {
         let e = siyu_model::event::json_error(&e);
         ApiError::new(Code::InvalidSettings, e.message).with_field(e.field)
     })?;
     siyu_connect::Mapping::with_overrides(settings.event_mapping.clone())
         .validate()
         .map_err(|e| ApiError::new(Code::InvalidSettings, e.message).with_field(e.field))?;
+    // A credential sent back masked (as GET shows it) keeps its stored value.
+    let stored = state.engine.settings(tenant)?;
+    for (name, account) in settings.send_accounts.iter_mut() {
+        if let Some(old) = stored.send_accounts.get(name) {
+            account.unmask_from(old);
+        }
+    }
     state.engine.update_settings(tenant, settings.clone()).await?;
-    Ok(Json(settings))
+    Ok(Json(masked(settings)))
 }
 
 /// Recent merges and identity links refused by identity limits or unmerge rules.

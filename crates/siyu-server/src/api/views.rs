@@ -7,6 +7,7 @@
 use serde::Serialize;
 use siyu_engine::activity as activity_view;
 use siyu_engine::query as query_view;
+use siyu_engine::reach as reach_view;
 use siyu_engine::segments::ops as segment_view;
 use siyu_model::ProfileId;
 use utoipa::ToSchema;
@@ -628,5 +629,246 @@ impl From<activity_view::ActivityPage> for ActivityPage {
     fn from(view: activity_view::ActivityPage) -> Self {
         let activity_view::ActivityPage { items, next_cursor } = view;
         ActivityPage { items: list(items), next_cursor }
+    }
+}
+
+// ---- Reach (siyu_engine::reach) ----
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateView {
+    pub id: i64,
+    pub name: String,
+    /// The definition as saved (docs/templates.md).
+    #[schema(value_type = Object)]
+    pub definition: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<reach_view::TemplateView> for TemplateView {
+    fn from(view: reach_view::TemplateView) -> Self {
+        let reach_view::TemplateView { id, name, definition, created_at, updated_at } = view;
+        TemplateView {
+            id,
+            name,
+            definition: serde_json::to_value(definition).unwrap_or_default(),
+            created_at: created_at.to_rfc3339(),
+            updated_at: updated_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignView {
+    pub id: i64,
+    pub name: String,
+    /// The campaign as asked for.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// scheduled | planning | sending | done | cancelled
+    pub state: String,
+    pub send_at: String,
+    pub planned_at: Option<String>,
+    /// Messages queued by the plan.
+    pub planned: u64,
+    pub created_at: String,
+}
+
+impl From<reach_view::CampaignView> for CampaignView {
+    fn from(view: reach_view::CampaignView) -> Self {
+        let reach_view::CampaignView { id, name, spec, state, send_at, planned_at, planned, created_at } = view;
+        CampaignView {
+            id,
+            name,
+            spec: serde_json::to_value(spec).unwrap_or_default(),
+            state: state.as_str().to_string(),
+            send_at: send_at.to_rfc3339(),
+            planned_at: planned_at.map(|t| t.to_rfc3339()),
+            planned,
+            created_at: created_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleCount {
+    /// The rule's name (`frequency:marketing_daily`, `wecom_customer_monthly`, `unsubscribed`, `holdout`, ...).
+    pub rule: String,
+    pub count: u64,
+}
+
+fn rule_counts(counts: Vec<(String, u64)>) -> Vec<RuleCount> {
+    counts.into_iter().map(|(rule, count)| RuleCount { rule, count }).collect()
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DryRunView {
+    pub audience: u64,
+    pub holdout: u64,
+    pub would_send: u64,
+    /// Held back per rule, largest first.
+    pub held: Vec<RuleCount>,
+    /// The channel makes a staff member confirm these sends (WeCom mass messages).
+    pub staff_confirms: bool,
+    pub first_send_at: Option<String>,
+}
+
+impl From<reach_view::DryRun> for DryRunView {
+    fn from(view: reach_view::DryRun) -> Self {
+        let reach_view::DryRun { audience, holdout, would_send, held, staff_confirms, first_send_at } = view;
+        DryRunView {
+            audience,
+            holdout,
+            would_send,
+            held: rule_counts(held),
+            staff_confirms,
+            first_send_at: first_send_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StaffTaskView {
+    pub task_id: String,
+    pub campaign_id: i64,
+    pub account: String,
+    pub sender: String,
+    /// created | assigned | confirmed | delivered | expired
+    pub state: String,
+    pub recipients: u64,
+    pub delivered: u64,
+    pub created_at: String,
+    pub deadline: String,
+    pub chased_at: Option<String>,
+    pub reassigned_to: Option<String>,
+}
+
+impl From<reach_view::StaffTask> for StaffTaskView {
+    fn from(task: reach_view::StaffTask) -> Self {
+        let reach_view::StaffTask {
+            task_id,
+            campaign_id,
+            account,
+            sender,
+            state,
+            recipients,
+            delivered,
+            created_at,
+            deadline,
+            chased_at,
+            reassigned_to,
+            updated_at: _,
+        } = task;
+        StaffTaskView {
+            task_id,
+            campaign_id,
+            account,
+            sender,
+            state: state.as_str().to_string(),
+            recipients,
+            delivered,
+            created_at: created_at.to_rfc3339(),
+            deadline: deadline.to_rfc3339(),
+            chased_at: chased_at.map(|t| t.to_rfc3339()),
+            reassigned_to,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SuppressionView {
+    pub list: String,
+    pub kind: String,
+    pub value: String,
+    pub reason: String,
+    pub created_at: String,
+}
+
+impl From<reach_view::Suppression> for SuppressionView {
+    fn from(s: reach_view::Suppression) -> Self {
+        let reach_view::Suppression { list, identity_kind, identity_value, reason, created_at } = s;
+        SuppressionView {
+            list,
+            kind: identity_kind,
+            value: identity_value,
+            reason,
+            created_at: created_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversionsView {
+    pub attribution_days: u32,
+    pub receivers: u64,
+    pub receivers_converted: u64,
+    /// Yuan paid by converted receivers within the window.
+    pub receivers_revenue: f64,
+    pub holdout: u64,
+    pub holdout_converted: u64,
+    /// Receivers' conversion rate minus the holdout's, in percentage points.
+    pub lift_points: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignReport {
+    pub campaign: CampaignView,
+    /// Messages per outbox state (queued, attempting, sent, task, delivered, failed, cancelled).
+    pub outbox: Vec<RuleCount>,
+    pub planned: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Failures per connector error code.
+    pub failures: Vec<RuleCount>,
+    /// Held back per rule (the holdout as `holdout`).
+    pub held: Vec<RuleCount>,
+    pub tasks: Vec<StaffTaskView>,
+    pub conversions: ConversionsView,
+}
+
+impl From<reach_view::CampaignReport> for CampaignReport {
+    fn from(view: reach_view::CampaignReport) -> Self {
+        let reach_view::CampaignReport {
+            campaign,
+            outbox,
+            planned,
+            sent,
+            delivered,
+            failed,
+            failures,
+            held,
+            tasks,
+            conversions,
+        } = view;
+        let reach_view::Conversions {
+            attribution_days,
+            receivers,
+            receivers_converted,
+            receivers_revenue,
+            holdout,
+            holdout_converted,
+            lift_points,
+        } = conversions;
+        CampaignReport {
+            campaign: campaign.into(),
+            outbox: outbox.into_iter().map(|(s, count)| RuleCount { rule: s.as_str().to_string(), count }).collect(),
+            planned,
+            sent,
+            delivered,
+            failed,
+            failures: rule_counts(failures),
+            held: rule_counts(held),
+            tasks: list(tasks),
+            conversions: ConversionsView {
+                attribution_days,
+                receivers,
+                receivers_converted,
+                receivers_revenue,
+                holdout,
+                holdout_converted,
+                lift_points,
+            },
+        }
     }
 }

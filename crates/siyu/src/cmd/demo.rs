@@ -64,12 +64,13 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
     };
     let summary = engine.summary(tenant, None)?;
     print_summary(&summary);
+    demo_campaign(&engine, tenant, settings).await?;
     print_next_steps(&settings.server.bind, &write_key, &secret_key);
     if args.no_serve {
         engine.shutdown();
         return Ok(ExitCode::SUCCESS);
     }
-    super::serve(engine, &settings.server.bind).await?;
+    super::serve(engine, &settings.server.bind, settings.dispatcher_config()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -105,6 +106,96 @@ async fn load(engine: &Arc<Engine>, tenant: TenantId, args: &Args) -> anyhow::Re
         report.seconds
     );
     anyhow::ensure!(report.rejected.is_empty(), "the simulator produced invalid events: {:?}", &report.rejected[..1]);
+    Ok(())
+}
+
+const DEMO_CAMPAIGN: &str = "好感粉回购券 warm-fan repurchase coupon";
+
+/// Sends one campaign the way an operator would: a template, a segment, a dry run that names
+/// every guardrail that holds people back, the plan, and the outbox delivering through the log
+/// connector (into a file beside the store). A rerun shows the campaign already sent.
+async fn demo_campaign(engine: &Arc<Engine>, tenant: TenantId, settings: &Settings) -> anyhow::Result<()> {
+    let data_dir = super::data_dir(&settings.store.url);
+    use siyu_model::reach::{Audience, CampaignSpec, ConnectorKind, SendAccount, SendScope};
+    let existing = engine.campaigns(tenant).await?.into_iter().find(|c| c.name == DEMO_CAMPAIGN);
+    let id = match existing {
+        Some(c) => c.id,
+        None => {
+            let mut tenant_settings = engine.settings(tenant)?;
+            let outbox_file = data_dir.join("demo-outbox.ndjson");
+            tenant_settings.send_accounts.insert(
+                "demo-wecom".into(),
+                SendAccount {
+                    channel: siyu_model::Channel::Wecom,
+                    connector: ConnectorKind::Log,
+                    account_type: Some("wecom_corp".into()),
+                    base_url: Some(outbox_file.display().to_string()),
+                    credentials: Default::default(),
+                    rate_per_second: None,
+                    staff: vec![],
+                },
+            );
+            engine.update_settings(tenant, tenant_settings).await?;
+            let def: siyu_model::reach::template::TemplateDef = serde_json::from_value(serde_json::json!({
+                "purpose": "marketing",
+                "vars": ["coupon_code"],
+                "variants": {"default": {
+                    "text": "{{ name | default(\"亲\") }}，感谢一直以来的支持！作为{{ tier_label }}，送您一张回购券 {{ vars.coupon_code }}，7 天内有效。回复 TD 退订",
+                    "attachments": [{"type": "link", "title": "专属回购券", "url": "https://example.com/coupon/{{ vars.coupon_code }}"}]
+                }}
+            }))?;
+            let template = engine.create_template(tenant, "回购券 repurchase coupon", &def).await?;
+            let segment = match engine.segments(tenant)?.into_iter().find(|s| s.name == "好感粉 warm fans") {
+                Some(s) => s,
+                None => engine.create_segment(tenant, "好感粉 warm fans", "tier = warm_fan").await?,
+            };
+            let spec = CampaignSpec {
+                template_id: template.id,
+                audience: Audience::SegmentId(segment.id),
+                channel: siyu_model::Channel::Wecom,
+                account: "demo-wecom".into(),
+                sender: Some("staff-01".into()),
+                scope: SendScope::Mass,
+                vars: [("coupon_code".to_string(), "HG2026".to_string())].into(),
+                send_at: None,
+                holdout_percent: 10,
+                attribution_days: Some(7),
+                confirm_hours: None,
+            };
+            let dry = engine.dry_run(tenant, &spec).await?;
+            println!(
+                "  群发 campaign {DEMO_CAMPAIGN:?}, dry run: audience {}, holdout {}, would send {}",
+                dry.audience, dry.holdout, dry.would_send
+            );
+            for (rule, n) in &dry.held {
+                println!("    held back by {rule:<28} {n:>7}");
+            }
+            engine.create_campaign(tenant, DEMO_CAMPAIGN, &spec).await?.id
+        }
+    };
+    let dispatcher = siyu_outbox::Dispatcher::new(engine.clone(), settings.dispatcher_config());
+    // Plan and deliver now, so the results below are the campaign's.
+    for _ in 0..10_000 {
+        let tick = dispatcher.tick(tenant).await?;
+        if tick.claimed == 0 && tick.planned == 0 {
+            break;
+        }
+    }
+    let report = engine.campaign_report(tenant, id).await?;
+    println!(
+        "  campaign {} ({}): planned {}, sent {}, delivered {}, failed {}",
+        report.campaign.id,
+        report.campaign.state.as_str(),
+        report.planned,
+        report.sent,
+        report.delivered,
+        report.failed
+    );
+    for (rule, n) in &report.held {
+        println!("    held back by {rule:<28} {n:>7}");
+    }
+    println!("  messages written to {}", data_dir.join("demo-outbox.ndjson").display());
+    println!();
     Ok(())
 }
 
@@ -152,6 +243,7 @@ fn print_next_steps(bind: &str, write_key: &str, secret_key: &str) {
         "    curl -s -u '{write_key}:' http://{bind}/v1/track -d '{{\"userId\":\"u-1\",\"event\":\"Order Completed\",\"properties\":{{\"total\":99.9}}}}'"
     );
     println!("    curl -s -H 'Authorization: Bearer {secret_key}' 'http://{bind}/api/v1/profiles/lookup?kind=user_id&value=u-1'");
+    println!("    curl -s -H 'Authorization: Bearer {secret_key}' http://{bind}/api/v1/campaigns/1");
     println!("    open http://{bind}/openapi.json for every route");
     println!();
 }

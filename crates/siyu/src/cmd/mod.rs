@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod import;
+pub mod reach;
 pub mod rebuild;
 pub mod segment;
 pub mod serve;
@@ -54,17 +55,31 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Serves the app until Ctrl-C.
-pub async fn serve(engine: Arc<Engine>, bind: &str) -> anyhow::Result<()> {
+pub async fn serve(engine: Arc<Engine>, bind: &str, config: siyu_outbox::DispatcherConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("failed to listen on {bind}"))?;
     let state = siyu_server::AppState::new(engine.clone(), Default::default());
     tracing::info!(address = %listener.local_addr()?, "serving");
+    // The outbox dispatcher: plans due campaigns and delivers queued messages (siyu-outbox).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dispatcher = tokio::spawn(siyu_outbox::Dispatcher::new(engine.clone(), config).run(stop.clone()));
     siyu_server::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
     .context("server failed")?;
+    stop.cancel();
+    let _ = dispatcher.await;
     engine.shutdown();
     Ok(())
+}
+
+/// Where files beside the store go (log-connector outputs): the SQLite file's folder, or `.`.
+pub fn data_dir(store_url: &str) -> std::path::PathBuf {
+    if store_url.starts_with("postgres://") || store_url.starts_with("postgresql://") {
+        return std::path::PathBuf::from(".");
+    }
+    let path = std::path::Path::new(store_url.trim_start_matches("sqlite://"));
+    path.parent().filter(|p| !p.as_os_str().is_empty()).map(|p| p.to_path_buf()).unwrap_or_else(|| ".".into())
 }
 
 #[cfg(test)]

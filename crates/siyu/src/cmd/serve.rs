@@ -14,6 +14,6 @@ pub struct Args {
 pub async fn run(settings: &Settings, _args: Args) -> anyhow::Result<ExitCode> {
     let engine = super::open_engine(settings).await?;
     eprintln!("siyu listening on http://{}  (store: {})", settings.server.bind, super::redact(&settings.store.url));
-    super::serve(engine, &settings.server.bind).await?;
+    super::serve(engine, &settings.server.bind, settings.dispatcher_config()).await?;
     Ok(ExitCode::SUCCESS)
 }

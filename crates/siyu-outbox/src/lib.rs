@@ -1,0 +1,444 @@
+//! The outbox dispatcher: the one loop that makes messages leave. On each tick, per tenant, it
+//!
+//! 1. plans campaigns whose time has come (and resumes plans a crash interrupted),
+//! 2. claims due messages from the outbox (a lease marks them `attempting`),
+//! 3. settles messages *in doubt* — claimed before, lease lapsed, no outcome (a crash between the
+//!    attempt and its record): a connector that deduplicates by key gets them again; one that
+//!    cannot is asked whether they took effect, so nothing is sent twice,
+//! 4. hands each account's messages to its connector, records every outcome (retries with
+//!    exponential backoff and jitter, permanent failures with the connector's error), and writes
+//!    the outcome events to the log,
+//! 5. follows staff-confirmed tasks (WeCom mass sends): delivered, chased past the deadline,
+//!    expired at the second one.
+//!
+//! Exactly once is the product of three things: the outbox row is durable before any attempt,
+//! the attempt is recorded (`attempting`) before the remote call, and the idempotency key travels
+//! with the message (or the remote side is asked). See ARCHITECTURE.md.
+
+mod connectors;
+mod metrics;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+use siyu_connect::{Accepted, Connector, Outbound, SendError, SendKind, TaskRecipientStatus};
+use siyu_engine::Engine;
+use siyu_model::reach::{MessageContent, SendAccount, SendScope};
+use siyu_model::{Identity, Millis, TenantId};
+use siyu_store::{Claimed, OutboxRow, Outcome, StaffTask, TaskState};
+use tokio_util::sync::CancellationToken;
+
+pub use connectors::build_connector;
+pub use metrics::OutboxMetrics;
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// How long to wait between ticks when there is nothing to do.
+    pub idle: Duration,
+    /// How long a claim holds a message; past it, an unfinished attempt is in doubt.
+    pub lease: Duration,
+    /// Messages claimed per tick and tenant.
+    pub batch: usize,
+    /// Attempts before a retryable error becomes a failure.
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How often staff-confirmed tasks are asked about.
+    pub task_poll: Duration,
+    /// Hours a staff member has to confirm a task (a campaign may say otherwise).
+    pub confirm_hours: u32,
+    /// Where log connectors write when their account names no file.
+    pub data_dir: PathBuf,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            idle: Duration::from_millis(250),
+            lease: Duration::from_secs(30),
+            batch: 1_000,
+            max_attempts: 8,
+            first_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(3_600),
+            task_poll: Duration::from_secs(60),
+            confirm_hours: 24,
+            data_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// What one tick did, for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tick {
+    pub planned: u64,
+    pub claimed: u64,
+    pub in_doubt: u64,
+    pub sent: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub delivered: u64,
+}
+
+/// A connector built for an account, with the settings it was built from (rebuilt when they change).
+type CachedConnector = (SendAccount, Arc<dyn Connector>);
+
+pub struct Dispatcher {
+    engine: Arc<Engine>,
+    config: DispatcherConfig,
+    connectors: Mutex<HashMap<(TenantId, String), CachedConnector>>,
+    last_task_poll: Mutex<HashMap<TenantId, Millis>>,
+    metrics: OutboxMetrics,
+}
+
+impl Dispatcher {
+    pub fn new(engine: Arc<Engine>, config: DispatcherConfig) -> Arc<Dispatcher> {
+        let metrics = OutboxMetrics::register(&engine.metrics);
+        Arc::new(Dispatcher {
+            engine,
+            config,
+            connectors: Mutex::new(HashMap::new()),
+            last_task_poll: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// Runs until `stop` is cancelled; errors of one tick are logged and the loop goes on.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let mut busy = false;
+            for tenant in self.engine.tenant_ids() {
+                match self.tick(tenant).await {
+                    Ok(tick) => busy |= tick.claimed > 0 || tick.planned > 0,
+                    Err(e) => tracing::warn!(tenant = %tenant, error = %e, "outbox tick failed"),
+                }
+            }
+            if !busy {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(self.config.idle) => {}
+                }
+            }
+        }
+    }
+
+    /// One round for one tenant.
+    pub async fn tick(&self, tenant: TenantId) -> anyhow::Result<Tick> {
+        let mut tick = Tick::default();
+        let now = Millis::now();
+        for id in self.engine.due_campaigns(tenant, now).await? {
+            let plan = self.engine.plan_campaign(tenant, id).await?;
+            tracing::info!(tenant = %tenant, campaign = id, queued = plan.queued, held = plan.held, holdout = plan.holdout, resumed = plan.resumed, "campaign planned");
+            tick.planned += 1;
+        }
+        // Outcomes recorded before a crash but not yet in the log.
+        self.engine.log_outcomes(tenant).await?;
+        let lease_until = Millis(now.0 + self.config.lease.as_millis() as i64);
+        let claimed = self.engine.claim_outbox(tenant, now, lease_until, self.config.batch).await?;
+        tick.claimed = claimed.len() as u64;
+        let mut by_account: HashMap<String, Vec<Claimed>> = HashMap::new();
+        for c in claimed {
+            by_account.entry(c.row.account.clone()).or_default().push(c);
+        }
+        let mut outcomes = Vec::new();
+        for (account, rows) in by_account {
+            let connector = match self.connector(tenant, &account) {
+                Ok(c) => c,
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    for c in &rows {
+                        outcomes.push((
+                            c.row.id,
+                            Outcome::Failed { code: "no_connector".into(), message: message.clone() },
+                        ));
+                    }
+                    tick.failed += rows.len() as u64;
+                    continue;
+                }
+            };
+            self.deliver(tenant, connector, rows, &mut outcomes, &mut tick).await;
+        }
+        if !outcomes.is_empty() {
+            self.engine.complete_outbox(tenant, &outcomes).await?;
+        }
+        self.follow_tasks(tenant, &mut tick).await?;
+        self.engine.finish_campaigns(tenant).await?;
+        Ok(tick)
+    }
+
+    fn connector(&self, tenant: TenantId, account: &str) -> anyhow::Result<Arc<dyn Connector>> {
+        let current = self
+            .engine
+            .send_account(tenant, account)?
+            .ok_or_else(|| anyhow::anyhow!("no send account {account:?} in the tenant's settings"))?;
+        let mut cache = self.connectors.lock();
+        if let Some((cached, connector)) = cache.get(&(tenant, account.to_string())) {
+            if *cached == current {
+                return Ok(connector.clone());
+            }
+        }
+        let connector = build_connector(tenant, account, &current, &self.config.data_dir)?;
+        cache.insert((tenant, account.to_string()), (current, connector.clone()));
+        Ok(connector)
+    }
+
+    async fn deliver(
+        &self,
+        tenant: TenantId,
+        connector: Arc<dyn Connector>,
+        rows: Vec<Claimed>,
+        outcomes: &mut Vec<(i64, Outcome)>,
+        tick: &mut Tick,
+    ) {
+        let mut to_send: Vec<(OutboxRow, Outbound)> = Vec::with_capacity(rows.len());
+        let mut doubtful: Vec<(OutboxRow, Outbound)> = Vec::new();
+        for Claimed { row, in_doubt } in rows {
+            let outbound = match outbound_of(&row) {
+                Ok(o) => o,
+                Err(message) => {
+                    outcomes.push((row.id, Outcome::Failed { code: "bad_message".into(), message }));
+                    tick.failed += 1;
+                    continue;
+                }
+            };
+            if in_doubt && !connector.deduplicates() {
+                doubtful.push((row, outbound));
+            } else {
+                to_send.push((row, outbound));
+            }
+        }
+        tick.in_doubt = doubtful.len() as u64;
+        // In-doubt messages, grouped by the attempt they were part of.
+        let mut groups: HashMap<i64, Vec<(OutboxRow, Outbound)>> = HashMap::new();
+        for (row, outbound) in doubtful {
+            groups.entry(row.attempted_at.map_or(0, |t| t.0 / 1000)).or_default().push((row, outbound));
+        }
+        for (attempted_at, group) in groups {
+            let batch: Vec<Outbound> = group.iter().map(|(_, o)| o.clone()).collect();
+            match connector.find_accepted(&batch, attempted_at - 1).await {
+                Ok(found) => {
+                    for ((row, outbound), accepted) in group.into_iter().zip(found) {
+                        match accepted {
+                            Some(accepted) => {
+                                self.metrics.reconciled.inc();
+                                outcomes.push((row.id, self.accepted(tenant, &row, accepted, tick).await));
+                            }
+                            None => to_send.push((row, outbound)),
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Neither deduplicated nor answerable: sending again could double it.
+                    for (row, _) in group {
+                        outcomes.push((row.id, self.retry_or_fail(&row, &e, tick)));
+                    }
+                }
+            }
+        }
+        if to_send.is_empty() {
+            return;
+        }
+        let batch: Vec<Outbound> = to_send.iter().map(|(_, o)| o.clone()).collect();
+        let results = connector.send(&batch).await;
+        for ((row, _), result) in to_send.into_iter().zip(results) {
+            let outcome = match result {
+                Ok(accepted) => self.accepted(tenant, &row, accepted, tick).await,
+                Err(e) => {
+                    self.metrics
+                        .errors
+                        .get_or_create(&metrics::ErrorLabels {
+                            connector: e.connector.to_string(),
+                            code: e.code.clone(),
+                        })
+                        .inc();
+                    self.retry_or_fail(&row, &e, tick)
+                }
+            };
+            outcomes.push((row.id, outcome));
+        }
+    }
+
+    async fn accepted(&self, tenant: TenantId, row: &OutboxRow, accepted: Accepted, tick: &mut Tick) -> Outcome {
+        tick.sent += 1;
+        self.metrics.sent.inc();
+        match accepted {
+            Accepted::Sent { remote_id } => Outcome::Sent { remote_id },
+            Accepted::Task { task_id } => {
+                let existing = self.engine.staff_tasks(tenant, Some(row.campaign_id)).await.unwrap_or_default();
+                let now = Millis::now();
+                let hours = self
+                    .engine
+                    .campaign(tenant, row.campaign_id)
+                    .await
+                    .ok()
+                    .and_then(|c| c.spec.confirm_hours)
+                    .unwrap_or(self.config.confirm_hours);
+                let recipients = existing.iter().find(|t| t.task_id == task_id).map_or(0, |t| t.recipients) + 1;
+                let task = StaffTask {
+                    task_id: task_id.clone(),
+                    campaign_id: row.campaign_id,
+                    account: row.account.clone(),
+                    sender: row.sender.clone().unwrap_or_default(),
+                    // The sender is named in the task itself: created and assigned at once.
+                    state: TaskState::Assigned,
+                    recipients,
+                    delivered: 0,
+                    created_at: now,
+                    deadline: Millis(now.0 + i64::from(hours) * 3_600_000),
+                    chased_at: None,
+                    reassigned_to: None,
+                    updated_at: now,
+                };
+                let task = match existing.into_iter().find(|t| t.task_id == task_id) {
+                    Some(old) => StaffTask { created_at: old.created_at, deadline: old.deadline, ..task },
+                    None => task,
+                };
+                if let Err(e) = self.engine.upsert_task(tenant, &task).await {
+                    tracing::warn!(tenant = %tenant, task = %task_id, error = %e, "failed to record a staff task");
+                }
+                Outcome::Task { task_id }
+            }
+        }
+    }
+
+    fn retry_or_fail(&self, row: &OutboxRow, e: &SendError, tick: &mut Tick) -> Outcome {
+        if !e.retryable || row.attempts >= self.config.max_attempts {
+            tick.failed += 1;
+            self.metrics.failed.inc();
+            return Outcome::Failed { code: e.code.clone(), message: e.message.clone() };
+        }
+        tick.retried += 1;
+        self.metrics.retried.inc();
+        let wait = e.retry_after.unwrap_or_else(|| self.backoff(row.attempts));
+        Outcome::Retry {
+            at: Millis(Millis::now().0 + wait.as_millis() as i64),
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }
+    }
+
+    /// Exponential backoff with full jitter: a random wait up to `first · 2^(attempts-1)`.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let cap = self
+            .config
+            .first_backoff
+            .saturating_mul(1 << attempts.saturating_sub(1).min(20))
+            .min(self.config.max_backoff);
+        let ms = cap.as_millis().max(1) as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+    }
+
+    /// Asks about open staff tasks, at most every `task_poll`.
+    async fn follow_tasks(&self, tenant: TenantId, tick: &mut Tick) -> anyhow::Result<()> {
+        let now = Millis::now();
+        {
+            let mut last = self.last_task_poll.lock();
+            let due = last.get(&tenant).is_none_or(|t| now.0 - t.0 >= self.config.task_poll.as_millis() as i64);
+            if !due {
+                return Ok(());
+            }
+            last.insert(tenant, now);
+        }
+        let tasks = self.engine.staff_tasks(tenant, None).await?;
+        for mut task in tasks
+            .into_iter()
+            .filter(|t| matches!(t.state, TaskState::Created | TaskState::Assigned | TaskState::Confirmed))
+        {
+            let connector = match self.connector(tenant, &task.account) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            let sender = task.reassigned_to.clone().unwrap_or_else(|| task.sender.clone());
+            let statuses = match connector.task_results(&task.task_id, &sender).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, task = %task.task_id, error = %e, "task results failed");
+                    continue;
+                }
+            };
+            let rows = self.engine.task_rows(tenant, &task.task_id).await?;
+            let status: HashMap<String, TaskRecipientStatus> = statuses.into_iter().collect();
+            let mut outcomes = Vec::new();
+            let mut open = 0;
+            for row in &rows {
+                match status.get(&row.recipient_value) {
+                    Some(TaskRecipientStatus::Delivered) => outcomes.push((row.id, Outcome::Delivered)),
+                    Some(TaskRecipientStatus::NotContact) => outcomes.push((
+                        row.id,
+                        Outcome::Failed { code: "not_contact".into(), message: "no longer a contact".into() },
+                    )),
+                    Some(TaskRecipientStatus::QuotaReached) => outcomes.push((
+                        row.id,
+                        Outcome::Failed {
+                            code: "platform_quota".into(),
+                            message: "already received a mass message".into(),
+                        },
+                    )),
+                    _ => open += 1,
+                }
+            }
+            let delivered = outcomes.iter().filter(|(_, o)| *o == Outcome::Delivered).count() as u64;
+            tick.delivered += delivered;
+            task.delivered += delivered;
+            if !outcomes.is_empty() && open < rows.len() {
+                task.state = TaskState::Confirmed;
+            }
+            if open == 0 {
+                task.state = TaskState::Delivered;
+            } else if now > task.deadline {
+                if task.chased_at.is_none() {
+                    // Chased once: the deadline moves on by the same span, and the chase is on record.
+                    tracing::info!(tenant = %tenant, task = %task.task_id, sender = %sender, "staff task unconfirmed past its deadline: chased");
+                    task.chased_at = Some(now);
+                    task.deadline = Millis(now.0 + (task.deadline.0 - task.created_at.0));
+                } else {
+                    task.state = TaskState::Expired;
+                    for row in rows
+                        .iter()
+                        .filter(|r| !status.get(&r.recipient_value).is_some_and(|s| *s != TaskRecipientStatus::Unsent))
+                    {
+                        outcomes.push((
+                            row.id,
+                            Outcome::Failed {
+                                code: "task_expired".into(),
+                                message: format!("{sender} did not confirm"),
+                            },
+                        ));
+                    }
+                }
+            }
+            task.updated_at = now;
+            self.engine.upsert_task(tenant, &task).await?;
+            if !outcomes.is_empty() {
+                self.engine.complete_outbox(tenant, &outcomes).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn outbound_of(row: &OutboxRow) -> Result<Outbound, String> {
+    let content: MessageContent =
+        serde_json::from_str(&row.content).map_err(|e| format!("message {} has no readable content: {e}", row.key))?;
+    let recipient = Identity::parse(&row.recipient_kind, &row.recipient_value)
+        .map_err(|e| format!("message {} has no valid recipient: {e}", row.key))?;
+    Ok(Outbound {
+        key: row.key.clone(),
+        channel: row.channel,
+        account: row.account.clone(),
+        sender: row.sender.clone(),
+        recipient,
+        content,
+        kind: match row.scope {
+            SendScope::Mass => SendKind::Mass,
+            SendScope::Direct => SendKind::Direct,
+            // A welcome message needs the add callback's code, carried in the message's key.
+            SendScope::Welcome => {
+                SendKind::Welcome { welcome_code: row.key.rsplit(':').next().unwrap_or_default().to_string() }
+            }
+        },
+    })
+}
