@@ -372,6 +372,12 @@ impl Engine {
                 format!("account {:?} sends on {}, not {}", spec.account, account.channel, spec.channel),
             ));
         }
+        if spec.scope == siyu_model::reach::SendScope::Welcome {
+            return Err(invalid(
+                "scope",
+                "a welcome message answers one add-contact callback; a campaign sends mass or direct",
+            ));
+        }
         if spec.holdout_percent > 50 {
             return Err(invalid("holdout_percent", "at most 50"));
         }

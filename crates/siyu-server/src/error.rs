@@ -114,6 +114,17 @@ codes! {
     WrongState           => "wrong_state",            CONFLICT;
     NameTaken            => "name_taken",             CONFLICT;
     InUse                => "in_use",                 CONFLICT;
+    NoSuchHook           => "no_such_hook",           NOT_FOUND;
+    HookNotConfigured    => "hook_not_configured",    NOT_FOUND;
+    MissingSignature     => "missing_signature",      UNAUTHORIZED;
+    BadSignature         => "bad_signature",          UNAUTHORIZED;
+    StaleTimestamp       => "stale_timestamp",        UNAUTHORIZED;
+    ReceiveIdMismatch    => "receive_id_mismatch",    UNAUTHORIZED;
+    MalformedXml         => "malformed_xml",          BAD_REQUEST;
+    TruncatedCiphertext  => "truncated_ciphertext",   BAD_REQUEST;
+    BadPadding           => "bad_padding",            BAD_REQUEST;
+    InvalidCiphertext    => "invalid_ciphertext",     BAD_REQUEST;
+    InvalidCallback      => "invalid_callback",       BAD_REQUEST;
     Internal             => "internal",               INTERNAL_SERVER_ERROR;
     Unavailable          => "unavailable",            SERVICE_UNAVAILABLE;
 }

@@ -1,9 +1,11 @@
 //! siyu's HTTP face: the native API under `/api/v1`, the Segment-compatible tracking API under
-//! `/v1`, and `/healthz`, `/metrics`, `/openapi.json`. The only crate that knows HTTP.
+//! `/v1`, the channels' callbacks under `/hooks`, and `/healthz`, `/metrics`, `/openapi.json`.
+//! The only crate that knows HTTP.
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod hooks;
 pub mod json;
 pub mod metrics;
 pub mod ops;
@@ -22,18 +24,20 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 /// What every handler can reach. Make one per engine ([`AppState::new`] registers the HTTP
-/// metrics with it).
+/// and hook metrics with it).
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub limits: Limits,
     pub http: Arc<metrics::HttpMetrics>,
+    pub hooks: Arc<hooks::HookMetrics>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, limits: Limits) -> AppState {
         let http = Arc::new(metrics::HttpMetrics::register(&engine.metrics));
-        AppState { engine, limits, http }
+        let hooks = Arc::new(hooks::HookMetrics::register(&engine.metrics));
+        AppState { engine, limits, http, hooks }
     }
 }
 
@@ -71,6 +75,8 @@ pub fn app(state: AppState) -> Router {
     let openapi = Arc::new(openapi);
     router
         .route("/openapi.json", axum::routing::get(move || ops::openapi_json(openapi.clone())))
+        // Outside the OpenAPI document: signed by the platforms, not keyed (see hooks/mod.rs).
+        .merge(hooks::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn(error::json_errors))

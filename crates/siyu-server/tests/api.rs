@@ -1188,7 +1188,7 @@ async fn case_settings_round_trip_and_rescore(app: &TestApp) {
 // 6. tenant isolation
 
 /// Things only tenant A holds; none may ever appear in an answer to tenant B.
-const A_SECRETS: [&str; 8] = [
+const A_SECRETS: [&str; 11] = [
     "a-user-1",
     "a-user-2",
     "a-merge@example.com",
@@ -1197,6 +1197,9 @@ const A_SECRETS: [&str; 8] = [
     "a_custom_event",
     "a-seg-user",
     "a-account",
+    "a-cred-secret",
+    "a-template-text",
+    "a-list",
 ];
 
 async fn case_tenant_isolation_on_every_route(app: &TestApp) {
@@ -1239,6 +1242,25 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
     }
     let a_segment_2 = app.get(&a.secret_key, "/api/v1/segments/2").await.ok();
     assert!(a_segment_2["size"].as_u64().unwrap() >= 1, "{a_segment_2}");
+    // A's reach: a send account with a credential, two templates, a campaign planned to segment
+    // 2, a suppression list.
+    settings["send_accounts"] = json!({"a-send": {"channel": "douyin", "connector": "log",
+        "base_url": "/dev/null", "credentials": {"secret": "a-cred-secret"}}});
+    let masked = app.put(&a.secret_key, "/api/v1/settings", &settings).await.ok();
+    assert_eq!(masked["send_accounts"]["a-send"]["credentials"]["secret"], "••••••", "{masked}");
+    let settings = app.get(&a.secret_key, "/api/v1/settings").await.ok();
+    assert!(!settings.to_string().contains("a-cred-secret"), "A's own answer shows the secret: {settings}");
+    for name in ["a-template-1", "a-template-2"] {
+        let definition = json!({"variants": {"default": {"text": "a-template-text {{ name }}"}}});
+        app.post(&a.secret_key, "/api/v1/templates", &json!({"name": name, "definition": definition})).await.ok();
+    }
+    let a_spec = json!({"template_id": 2, "audience": {"segment_id": 2}, "channel": "douyin", "account": "a-send",
+        "scope": "direct"});
+    app.post(&a.secret_key, "/api/v1/campaigns", &json!({"name": "a-campaign", "spec": a_spec})).await.ok();
+    app.post(&a.secret_key, "/api/v1/campaigns/1/send", &json!({})).await.ok();
+    let a_campaign = app.get(&a.secret_key, "/api/v1/campaigns/1").await.ok();
+    let suppression = json!({"list": "a-list", "identities": [{"kind": "phone", "value": "13800138001"}]});
+    assert_eq!(app.post(&a.secret_key, "/api/v1/suppressions", &suppression).await.ok()["added"], 1);
     // B: one profile of its own.
     app.ingest(&b.write_key, vec![event("b-1", "like", "douyin", json!({"user_id": "b-user-1"}), 1.0)]).await;
 
@@ -1470,6 +1492,73 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
                 assert_clean(&what, &reply);
                 reply.assert_error(404, "no_such_segment");
                 assert_eq!(app.get(&a.secret_key, "/api/v1/segments/2").await.ok(), a_segment_2, "{what}");
+            }
+            ("get", "/api/v1/templates")
+            | ("get", "/api/v1/campaigns")
+            | ("get", "/api/v1/suppressions")
+            | ("get", "/api/v1/staff-tasks") => {
+                let reply = app.get(&b.secret_key, path).await;
+                assert_clean(&what, &reply);
+                assert_eq!(reply.ok(), json!([]), "{what}");
+            }
+            ("post", "/api/v1/templates") => {
+                let definition = json!({"variants": {"default": {"text": "b"}}});
+                let reply =
+                    app.post(&b.secret_key, path, &json!({"name": "a-template-1", "definition": definition})).await;
+                assert_clean(&what, &reply);
+                assert_eq!(reply.ok()["id"], 1, "{what}");
+                assert_eq!(app.get(&a.secret_key, path).await.ok().as_array().map(Vec::len), Some(2), "{what}");
+            }
+            (_, p) if p.starts_with("/api/v1/templates/{id}") => {
+                let concrete = path.replace("{id}", "2");
+                let request = match method.as_str() {
+                    "get" => app.client.get(app.url(&concrete)),
+                    "put" => app.client.put(app.url(&concrete)).json(&json!({"variants": {"default": {"text": "x"}}})),
+                    "delete" => app.client.delete(app.url(&concrete)),
+                    _ => app.client.post(app.url(&concrete)).json(&json!({"profile_id": 1})),
+                };
+                let reply = app.send(request.bearer_auth(&b.secret_key)).await;
+                assert_clean(&what, &reply);
+                reply.assert_error(404, "no_such_template");
+                let a_template = app.get(&a.secret_key, "/api/v1/templates/2").await.ok();
+                assert!(a_template.to_string().contains("a-template-text"), "{what}: {a_template}");
+            }
+            ("post", "/api/v1/campaigns") | ("post", "/api/v1/campaigns/dry-run") => {
+                let body = if path.ends_with("dry-run") {
+                    a_spec.clone()
+                } else {
+                    json!({"name": "a-campaign", "spec": a_spec})
+                };
+                let reply = app.post(&b.secret_key, path, &body).await;
+                assert_clean(&what, &reply);
+                reply.assert_error(400, "invalid_campaign");
+                assert_eq!(app.get(&a.secret_key, "/api/v1/campaigns").await.ok().as_array().map(Vec::len), Some(1));
+            }
+            (_, p) if p.starts_with("/api/v1/campaigns/{id}") => {
+                let concrete = path.replace("{id}", "1");
+                let request = match method.as_str() {
+                    "get" => app.client.get(app.url(&concrete)),
+                    _ => app.client.post(app.url(&concrete)).json(&json!({})),
+                };
+                let reply = app.send(request.bearer_auth(&b.secret_key)).await;
+                assert_clean(&what, &reply);
+                reply.assert_error(404, "no_such_campaign");
+                assert_eq!(app.get(&a.secret_key, "/api/v1/campaigns/1").await.ok(), a_campaign, "{what}");
+            }
+            ("post", "/api/v1/suppressions") => {
+                let mine = json!({"list": "b-list", "identities": [{"kind": "phone", "value": "13800138001"}]});
+                let reply = app.post(&b.secret_key, path, &mine).await;
+                assert_eq!(reply.ok()["added"], 1, "{what}");
+                let theirs = app.get(&a.secret_key, path).await.ok();
+                assert_eq!(theirs.as_array().map(Vec::len), Some(1), "{what}: {theirs}");
+            }
+            ("delete", "/api/v1/suppressions") => {
+                let query = [("list", "a-list"), ("kind", "phone"), ("value", "13800138001")];
+                let reply = app.send(app.client.delete(app.url(path)).query(&query).bearer_auth(&b.secret_key)).await;
+                assert_clean(&what, &reply);
+                reply.assert_error(404, "not_found");
+                let theirs = app.get(&a.secret_key, "/api/v1/suppressions").await.ok();
+                assert_eq!(theirs[0]["list"], "a-list", "{what}: {theirs}");
             }
             ("post", "/api/v1/events") => {
                 // B sends with A's message_id and A's identity: B's own event, A untouched.

@@ -324,7 +324,7 @@ impl ReachStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REACH_LOCK + tenant.0).execute(&mut *tx).await?;
         let keys: Vec<&str> = batch.items.iter().map(|i| i.key.as_str()).collect();
-        let existing: std::collections::HashSet<String> =
+        let mut existing: std::collections::HashSet<String> =
             sqlx::query_scalar("SELECT msg_key FROM outbox WHERE tenant_id = $1 AND msg_key = ANY($2)")
                 .bind(tenant.0)
                 .bind(&keys)
@@ -370,6 +370,8 @@ impl ReachStore for PostgresStore {
                     out.push(Enqueued::Held { rule });
                 }
                 Verdict::Send { at } => {
+                    // A key repeated later in the batch is a duplicate, as on SQLite.
+                    existing.insert(item.key.clone());
                     touched.insert(i64::from(item.profile_id));
                     ids.push(next_id);
                     next_id += 1;
