@@ -10,6 +10,7 @@
 //! integration tests; the server is built without it (`.ci/run` checks).
 
 pub mod activity;
+pub mod contact_ways;
 mod identity;
 mod intern;
 mod keys;

@@ -54,18 +54,26 @@ pub fn build_connector(
             Arc::new(DouyinConnector::new(config).with_context(|| format!("send account {name:?}"))?)
         }
         ConnectorKind::Wecom => {
-            let mut config = WeComConfig::new(
-                name,
-                credential(account, name, "corp_id")?,
-                Secret::new(credential(account, name, "corp_secret")?),
-            );
-            if let Some(url) = &account.base_url {
-                config.base_url = url.clone();
-            }
-            if let Some(rate) = account.rate_per_second {
-                config.requests_per_second = f64::from(rate);
-            }
+            let config = wecom_config(name, account)?;
             Arc::new(WeComConnector::new(&config).with_context(|| format!("send account {name:?}"))?)
         }
     })
+}
+
+/// The WeCom settings of a `wecom` send account: credentials `corp_id` and `corp_secret`,
+/// `base_url` instead of WeCom's host, `rate_per_second`. The connector and the operators' WeCom
+/// operations (wecom_ops.rs) both build their client from it.
+pub fn wecom_config(name: &str, account: &SendAccount) -> anyhow::Result<WeComConfig> {
+    let mut config = WeComConfig::new(
+        name,
+        credential(account, name, "corp_id")?,
+        Secret::new(credential(account, name, "corp_secret")?),
+    );
+    if let Some(url) = &account.base_url {
+        config.base_url = url.clone();
+    }
+    if let Some(rate) = account.rate_per_second {
+        config.requests_per_second = f64::from(rate);
+    }
+    Ok(config)
 }

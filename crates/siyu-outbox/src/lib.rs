@@ -17,6 +17,7 @@
 
 mod connectors;
 mod metrics;
+pub mod wecom_ops;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -81,6 +82,8 @@ pub struct Tick {
     pub retried: u64,
     pub failed: u64,
     pub delivered: u64,
+    /// Staff tasks created this round: task id → (campaign, account, sender).
+    pub tasks: HashMap<String, (i64, String, Option<String>)>,
 }
 
 /// A connector built for an account, with the settings it was built from (rebuilt when they change).
@@ -159,11 +162,12 @@ impl Dispatcher {
                     continue;
                 }
             };
-            self.deliver(tenant, connector, rows, &mut outcomes, &mut tick).await;
+            self.deliver(connector, rows, &mut outcomes, &mut tick).await;
         }
         if !outcomes.is_empty() {
             self.engine.complete_outbox(tenant, &outcomes).await?;
         }
+        self.record_tasks(tenant, &tick).await?;
         self.follow_tasks(tenant, &mut tick).await?;
         self.engine.finish_campaigns(tenant).await?;
         Ok(tick)
@@ -187,7 +191,6 @@ impl Dispatcher {
 
     async fn deliver(
         &self,
-        tenant: TenantId,
         connector: Arc<dyn Connector>,
         rows: Vec<Claimed>,
         outcomes: &mut Vec<(i64, Outcome)>,
@@ -224,7 +227,7 @@ impl Dispatcher {
                         match accepted {
                             Some(accepted) => {
                                 self.metrics.reconciled.inc();
-                                outcomes.push((row.id, self.accepted(tenant, &row, accepted, tick).await));
+                                outcomes.push((row.id, self.accepted(&row, accepted, tick)));
                             }
                             None => to_send.push((row, outbound)),
                         }
@@ -245,7 +248,7 @@ impl Dispatcher {
         let results = connector.send(&batch).await;
         for ((row, _), result) in to_send.into_iter().zip(results) {
             let outcome = match result {
-                Ok(accepted) => self.accepted(tenant, &row, accepted, tick).await,
+                Ok(accepted) => self.accepted(&row, accepted, tick),
                 Err(e) => {
                     self.metrics
                         .errors
@@ -261,27 +264,37 @@ impl Dispatcher {
         }
     }
 
-    async fn accepted(&self, tenant: TenantId, row: &OutboxRow, accepted: Accepted, tick: &mut Tick) -> Outcome {
+    fn accepted(&self, row: &OutboxRow, accepted: Accepted, tick: &mut Tick) -> Outcome {
         tick.sent += 1;
         self.metrics.sent.inc();
         match accepted {
             Accepted::Sent { remote_id } => Outcome::Sent { remote_id },
             Accepted::Task { task_id } => {
-                let existing = self.engine.staff_tasks(tenant, Some(row.campaign_id)).await.unwrap_or_default();
-                let now = Millis::now();
-                let hours = self
-                    .engine
-                    .campaign(tenant, row.campaign_id)
-                    .await
-                    .ok()
-                    .and_then(|c| c.spec.confirm_hours)
-                    .unwrap_or(self.config.confirm_hours);
-                let recipients = existing.iter().find(|t| t.task_id == task_id).map_or(0, |t| t.recipients) + 1;
-                let task = StaffTask {
+                tick.tasks.insert(task_id.clone(), (row.campaign_id, row.account.clone(), row.sender.clone()));
+                Outcome::Task { task_id }
+            }
+        }
+    }
+
+    /// Records the staff tasks this round's sends created (once their messages are recorded, so
+    /// the recipients are counted from the outbox and a repeat counts nothing twice).
+    async fn record_tasks(&self, tenant: TenantId, tick: &Tick) -> anyhow::Result<()> {
+        let now = Millis::now();
+        for (task_id, (campaign_id, account, sender)) in &tick.tasks {
+            let existing = self.engine.staff_tasks(tenant, Some(*campaign_id)).await?;
+            let existing = existing.into_iter().find(|t| &t.task_id == task_id);
+            let recipients = self.engine.task_rows(tenant, task_id).await?.len() as u64;
+            let hours = match self.engine.campaign(tenant, *campaign_id).await {
+                Ok(c) => c.spec.confirm_hours.unwrap_or(self.config.confirm_hours),
+                Err(_) => self.config.confirm_hours,
+            };
+            let task = match existing {
+                Some(old) => StaffTask { recipients: old.recipients.max(recipients), updated_at: now, ..old },
+                None => StaffTask {
                     task_id: task_id.clone(),
-                    campaign_id: row.campaign_id,
-                    account: row.account.clone(),
-                    sender: row.sender.clone().unwrap_or_default(),
+                    campaign_id: *campaign_id,
+                    account: account.clone(),
+                    sender: sender.clone().unwrap_or_default(),
                     // The sender is named in the task itself: created and assigned at once.
                     state: TaskState::Assigned,
                     recipients,
@@ -291,17 +304,11 @@ impl Dispatcher {
                     chased_at: None,
                     reassigned_to: None,
                     updated_at: now,
-                };
-                let task = match existing.into_iter().find(|t| t.task_id == task_id) {
-                    Some(old) => StaffTask { created_at: old.created_at, deadline: old.deadline, ..task },
-                    None => task,
-                };
-                if let Err(e) = self.engine.upsert_task(tenant, &task).await {
-                    tracing::warn!(tenant = %tenant, task = %task_id, error = %e, "failed to record a staff task");
-                }
-                Outcome::Task { task_id }
-            }
+                },
+            };
+            self.engine.upsert_task(tenant, &task).await?;
         }
+        Ok(())
     }
 
     fn retry_or_fail(&self, row: &OutboxRow, e: &SendError, tick: &mut Tick) -> Outcome {

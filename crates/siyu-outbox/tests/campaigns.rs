@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use siyu_connect::webhook::StandInReceiver;
+use siyu_connect::wecom::stand_in::{StandInConfig, WeComStandIn};
+use siyu_engine::reach::TaskState;
 use siyu_engine::{Engine, EngineConfig};
 use siyu_model::event::EventKind;
 use siyu_model::reach::template::TemplateDef;
@@ -73,6 +75,8 @@ both_backends!(
     parallel_dispatchers_deliver_each_message_once,
     retries_back_off_and_failures_keep_the_connector_error,
     quiet_hours_move_marketing_to_their_end,
+    wecom_mass_sends_are_tasks_staff_confirm_or_let_expire,
+    a_holdout_makes_the_lift_measurable,
 );
 
 fn event(id: &str, kind: &str, identities: &[(&str, &str)], at: Millis) -> Event {
@@ -428,5 +432,115 @@ async fn quiet_hours_move_marketing_to_their_end(db: Db) -> Result<()> {
     // A service message is not marketing: quiet hours do not hold it.
     let service = spec(template(&engine, tenant, "service").await?, segment, SendScope::Direct);
     ensure!(engine.dry_run(tenant, &service).await?.first_send_at.is_some_and(|t| t.0 <= Millis::now().0 + 1_000));
+    Ok(())
+}
+
+async fn wecom_mass_sends_are_tasks_staff_confirm_or_let_expire(db: Db) -> Result<()> {
+    let engine = db.engine().await?;
+    let (tenant, crowd) = setup(&engine, "shop", 40).await?;
+    // Everyone with a WeCom id is a contact of both staff members. A service message is not held
+    // by an unsubscribe (that is about marketing): it reaches the open and the unsubscribed.
+    let everyone_wecom = crowd.open.iter().chain(&crowd.unsubscribed).chain(&crowd.revoked).chain(&crowd.suppressed);
+    let contacts =
+        everyone_wecom.flat_map(|c| [("zhang".to_string(), c.clone()), ("li".to_string(), c.clone())]).collect();
+    let reached = (crowd.open.len() + crowd.unsubscribed.len()) as u64;
+    let config = StandInConfig { contacts, ..StandInConfig::default() };
+    let (base_url, stand_in) = WeComStandIn::start(config.clone()).await?;
+    let mut settings = engine.settings(tenant)?;
+    settings.send_accounts.insert(
+        "hook".into(),
+        SendAccount {
+            channel: Channel::Wecom,
+            connector: ConnectorKind::Wecom,
+            account_type: Some("wecom_corp".into()),
+            base_url: Some(base_url),
+            credentials: [
+                ("corp_id".to_string(), config.corp_id.clone()),
+                ("corp_secret".to_string(), config.corp_secret.clone()),
+            ]
+            .into(),
+            rate_per_second: Some(1_000),
+            staff: vec![],
+        },
+    );
+    engine.update_settings(tenant, settings).await?;
+    let segment = everyone(&engine, tenant).await?;
+    let service = template(&engine, tenant, "service").await?;
+    let config = DispatcherConfig { task_poll: Duration::from_millis(1), ..fast() };
+    let dispatcher = Dispatcher::new(engine.clone(), config);
+
+    // Zhang's send: one task for everyone (the same text), assigned to zhang until confirmed.
+    let id = engine.create_campaign(tenant, "zhang", &spec(service, segment, SendScope::Mass)).await?.id;
+    for _ in 0..3 {
+        dispatcher.tick(tenant).await?;
+    }
+    let tasks = engine.staff_tasks(tenant, Some(id)).await?;
+    ensure!(tasks.len() == 1, "{tasks:?}");
+    ensure!(tasks[0].state == TaskState::Assigned && tasks[0].recipients == reached, "{tasks:?}");
+    ensure!(tasks[0].sender == "zhang");
+    let report = engine.campaign_report(tenant, id).await?;
+    ensure!(report.delivered == 0 && report.sent == reached);
+    ensure!(stand_in.state.confirm(&tasks[0].task_id), "the stand-in knows the task");
+    drain(&dispatcher, tenant, &engine).await?;
+    let tasks = engine.staff_tasks(tenant, Some(id)).await?;
+    ensure!(tasks[0].state == TaskState::Delivered && tasks[0].delivered == reached, "{tasks:?}");
+    let report = engine.campaign_report(tenant, id).await?;
+    ensure!(report.delivered == reached, "delivered {}", report.delivered);
+
+    // Li never confirms: chased at the deadline, expired at the next one; the messages fail
+    // with task_expired.
+    let mut late = spec(service, segment, SendScope::Mass);
+    late.sender = Some("li".into());
+    late.confirm_hours = Some(0);
+    let id = engine.create_campaign(tenant, "li", &late).await?.id;
+    drain(&dispatcher, tenant, &engine).await?;
+    let tasks = engine.staff_tasks(tenant, Some(id)).await?;
+    ensure!(tasks.len() == 1 && tasks[0].state == TaskState::Expired && tasks[0].chased_at.is_some(), "{tasks:?}");
+    let report = engine.campaign_report(tenant, id).await?;
+    ensure!(report.failures == vec![("task_expired".to_string(), reached)], "failures {:?}", report.failures);
+    Ok(())
+}
+
+async fn a_holdout_makes_the_lift_measurable(db: Db) -> Result<()> {
+    let engine = db.engine().await?;
+    let (tenant, _) = setup(&engine, "shop", 200).await?;
+    let receiver = StandInReceiver::start("k").await?;
+    webhook_account(&engine, tenant, &receiver, "k").await?;
+    let segment = everyone(&engine, tenant).await?;
+    let mut half = spec(template(&engine, tenant, "service").await?, segment, SendScope::Mass);
+    half.holdout_percent = 50;
+    half.attribution_days = Some(3);
+    let id = engine.create_campaign(tenant, "c", &half).await?.id;
+    let dispatcher = Dispatcher::new(engine.clone(), fast());
+    drain(&dispatcher, tenant, &engine).await?;
+    let receivers: Vec<String> = receiver
+        .state()
+        .deliveries()
+        .iter()
+        .filter_map(|d| d.payload["recipient"]["value"].as_str().map(str::to_string))
+        .collect();
+    let report = engine.campaign_report(tenant, id).await?;
+    let holdout = report.conversions.holdout;
+    ensure!((60..=140).contains(&holdout), "holdout {holdout} of ~{}", 220 / 2);
+    ensure!(report.conversions.receivers == receivers.len() as u64);
+    // Every receiver with an even number buys within the window; no holdout member does, and
+    // an order after the window does not count.
+    let now = Millis::now();
+    let mut orders = Vec::new();
+    for (i, r) in receivers.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let mut e = event(&format!("order-{i}"), "order_paid", &[("wecom_external_userid", r)], Millis(now.0 + 1_000));
+        e.amount = Some(siyu_model::Fen(9_900));
+        orders.push(e);
+    }
+    let late = Millis(now.0 + 3 * siyu_model::time::DAY + 60_000);
+    orders.push(event("late", "order_paid", &[("wecom_external_userid", &receivers[1])], late));
+    engine.ingest(tenant, "test", orders).await?;
+    let c = engine.campaign_report(tenant, id).await?.conversions;
+    let converted = receivers.len().div_ceil(2) as u64;
+    ensure!(c.receivers_converted == converted && c.holdout_converted == 0, "{c:?}");
+    ensure!((c.receivers_revenue - converted as f64 * 99.0).abs() < 1e-6, "{c:?}");
+    let rate = converted as f64 * 100.0 / receivers.len() as f64;
+    ensure!(c.lift_points.is_some_and(|l| (l - rate).abs() < 0.01), "{c:?}");
+    ensure!(c.attribution_days == 3);
     Ok(())
 }

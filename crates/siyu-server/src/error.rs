@@ -111,6 +111,7 @@ codes! {
     InvalidCampaign      => "invalid_campaign",       BAD_REQUEST;
     NoSuchTemplate       => "no_such_template",       NOT_FOUND;
     NoSuchCampaign       => "no_such_campaign",       NOT_FOUND;
+    NoSendAccount        => "no_send_account",        NOT_FOUND;
     WrongState           => "wrong_state",            CONFLICT;
     NameTaken            => "name_taken",             CONFLICT;
     InUse                => "in_use",                 CONFLICT;
@@ -125,6 +126,7 @@ codes! {
     BadPadding           => "bad_padding",            BAD_REQUEST;
     InvalidCiphertext    => "invalid_ciphertext",     BAD_REQUEST;
     InvalidCallback      => "invalid_callback",       BAD_REQUEST;
+    WecomError           => "wecom_error",            BAD_GATEWAY;
     Internal             => "internal",               INTERNAL_SERVER_ERROR;
     Unavailable          => "unavailable",            SERVICE_UNAVAILABLE;
 }
@@ -300,6 +302,29 @@ fn reach_error(e: siyu_engine::reach::ReachError) -> ApiError {
         }
         R::NameTaken { .. } => ApiError::new(Code::NameTaken, e.to_string()).with_field("name"),
         R::WrongState { .. } => ApiError::new(Code::WrongState, e.to_string()),
+    }
+}
+
+impl From<siyu_outbox::wecom_ops::WeComOpsError> for ApiError {
+    fn from(e: siyu_outbox::wecom_ops::WeComOpsError) -> ApiError {
+        use siyu_connect::wecom::WeComError;
+        use siyu_outbox::wecom_ops::WeComOpsError as W;
+        match e {
+            W::NoSendAccount(_) => ApiError::new(Code::NoSendAccount, e.to_string()).with_field("account"),
+            W::NotWeCom(_) | W::Config { .. } => {
+                ApiError::new(Code::InvalidRequest, e.to_string()).with_field("account")
+            }
+            W::Invalid { field, .. } => ApiError::new(Code::InvalidRequest, e.to_string()).with_field(field),
+            W::StateTaken(_) => ApiError::new(Code::NameTaken, e.to_string()).with_field("state"),
+            W::WeCom { error: WeComError::Invalid(_), .. } => ApiError::new(Code::InvalidRequest, e.to_string()),
+            // WeCom's answer (its errcode and errmsg) is what the operator needs to fix it, and holds
+            // nothing of ours: said in the body, unlike the causes of our own 5xx.
+            W::WeCom { .. } => {
+                tracing::warn!(error = %e, "wecom call failed");
+                ApiError::new(Code::WecomError, e.to_string())
+            }
+            W::Engine(e) => e.into(),
+        }
     }
 }
 

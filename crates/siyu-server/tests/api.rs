@@ -1244,8 +1244,14 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
     assert!(a_segment_2["size"].as_u64().unwrap() >= 1, "{a_segment_2}");
     // A's reach: a send account with a credential, two templates, a campaign planned to segment
     // 2, a suppression list.
+    // A's WeCom account, on a stand-in, with a contact way of its own.
+    let wecom = siyu_connect::wecom::stand_in::StandInConfig::default();
+    let (wecom_url, wecom_stand_in) =
+        siyu_connect::wecom::stand_in::WeComStandIn::start(wecom.clone()).await.expect("the wecom stand-in");
     settings["send_accounts"] = json!({"a-send": {"channel": "douyin", "connector": "log",
-        "base_url": "/dev/null", "credentials": {"secret": "a-cred-secret"}}});
+        "base_url": "/dev/null", "credentials": {"secret": "a-cred-secret"}},
+        "a-wecom": {"channel": "wecom", "connector": "wecom", "base_url": wecom_url, "staff": ["a-staff"],
+            "credentials": {"corp_id": wecom.corp_id, "corp_secret": wecom.corp_secret}}});
     let masked = app.put(&a.secret_key, "/api/v1/settings", &settings).await.ok();
     assert_eq!(masked["send_accounts"]["a-send"]["credentials"]["secret"], "••••••", "{masked}");
     let settings = app.get(&a.secret_key, "/api/v1/settings").await.ok();
@@ -1261,6 +1267,10 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
     let a_campaign = app.get(&a.secret_key, "/api/v1/campaigns/1").await.ok();
     let suppression = json!({"list": "a-list", "identities": [{"kind": "phone", "value": "13800138001"}]});
     assert_eq!(app.post(&a.secret_key, "/api/v1/suppressions", &suppression).await.ok()["added"], 1);
+    let a_way = json!({"account": "a-wecom", "staff": ["a-staff"], "state": "a-cw-state"});
+    app.post(&a.secret_key, "/api/v1/contact-ways", &a_way).await.ok();
+    let a_ways = app.get(&a.secret_key, "/api/v1/contact-ways").await.ok();
+    assert_eq!(a_ways.as_array().map(Vec::len), Some(1), "{a_ways}");
     // B: one profile of its own.
     app.ingest(&b.write_key, vec![event("b-1", "like", "douyin", json!({"user_id": "b-user-1"}), 1.0)]).await;
 
@@ -1559,6 +1569,25 @@ async fn case_tenant_isolation_on_every_route(app: &TestApp) {
                 reply.assert_error(404, "not_found");
                 let theirs = app.get(&a.secret_key, "/api/v1/suppressions").await.ok();
                 assert_eq!(theirs[0]["list"], "a-list", "{what}: {theirs}");
+            }
+            ("get", "/api/v1/contact-ways") => {
+                let reply = app.get(&b.secret_key, path).await;
+                assert_clean(&what, &reply);
+                assert!(!reply.text.contains("a-cw-state"), "{what}: {}", reply.text);
+                assert_eq!(reply.ok(), json!([]), "{what}");
+            }
+            ("post", "/api/v1/contact-ways") | ("post", "/api/v1/wecom/sync") | ("post", "/api/v1/wecom/mark-tag") => {
+                // B names A's account: B has no such account, and nothing reaches A's WeCom.
+                let body = json!({"account": "a-wecom", "staff": ["a-staff"], "state": "a-cw-state", "segment_id": 2,
+                    "add_tag": ["a-tag"]});
+                let body = if path.ends_with("mark-tag") { with(body, "staff", json!("a-staff")) } else { body };
+                let reply = app.post(&b.secret_key, path, &body).await;
+                assert_clean(&what, &reply);
+                reply.assert_error(404, "no_send_account");
+                assert_eq!(app.get(&a.secret_key, "/api/v1/contact-ways").await.ok(), a_ways, "{what}");
+                let received = wecom_stand_in.state.received();
+                assert_eq!((received.contact_ways.len(), received.tags.len()), (1, 0), "{what}");
+                assert_eq!(received.calls_to("/cgi-bin/externalcontact/batch/get_by_user"), 0, "{what}");
             }
             ("post", "/api/v1/events") => {
                 // B sends with A's message_id and A's identity: B's own event, A untouched.

@@ -25,8 +25,8 @@ mod sqlite_reach;
 pub use audience::{AudienceKind, AudienceStore, MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};
 pub use codec::{decode_identities, encode_identities, split_identities};
 pub use reach::{
-    CampaignRecord, CampaignState, Claimed, EnqueueBatch, EnqueueItem, Enqueued, OutboxRow, OutboxState, Outcome,
-    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
+    CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, EnqueueItem, Enqueued, OutboxRow,
+    OutboxState, Outcome, ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
 
 /// A tenant as stored.

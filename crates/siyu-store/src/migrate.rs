@@ -11,10 +11,12 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") },
     Migration { version: 2, name: "audience", sql: include_str!("../migrations/sqlite/0002_audience.sql") },
     Migration { version: 3, name: "reach", sql: include_str!("../migrations/sqlite/0003_reach.sql") },
+    Migration { version: 4, name: "contact_ways", sql: include_str!("../migrations/sqlite/0004_contact_ways.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../migrations/postgres/0001_init.sql") },
     Migration { version: 2, name: "audience", sql: include_str!("../migrations/postgres/0002_audience.sql") },
     Migration { version: 3, name: "reach", sql: include_str!("../migrations/postgres/0003_reach.sql") },
+    Migration { version: 4, name: "contact_ways", sql: include_str!("../migrations/postgres/0004_contact_ways.sql") },
 ];

@@ -12,10 +12,12 @@ use sqlx::Row;
 use crate::audience::AudienceKind;
 use crate::postgres::PostgresStore;
 use crate::reach::{
-    CampaignRecord, CampaignState, Claimed, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome, ReachStore,
-    StaffTask, Suppression, TaskState, TemplateRecord,
+    CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
+    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
-use crate::sqlite_reach::{outcome_columns, parse_channel, parse_scope, OUTBOX_COLUMNS};
+use crate::sqlite_reach::{
+    decode_staff, encode_staff, outcome_columns, parse_channel, parse_scope, CONTACT_WAY_COLUMNS, OUTBOX_COLUMNS,
+};
 use crate::{Result, StoreError};
 
 /// Base of the advisory lock keys of reach writes ("SR" in the top bytes), plus the tenant id.
@@ -28,6 +30,21 @@ const TASK_COLUMNS: &str =
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("unknown {what} {value:?}"))
+}
+
+fn contact_way_from_row(r: &PgRow) -> Result<ContactWayRecord> {
+    let state: String = r.try_get(0)?;
+    let staff: String = r.try_get(4)?;
+    Ok(ContactWayRecord {
+        staff: decode_staff(&state, &staff)?,
+        state,
+        config_id: r.try_get(1)?,
+        qr_code: r.try_get(2)?,
+        account: r.try_get(3)?,
+        campaign_id: r.try_get(5)?,
+        remark: r.try_get(6)?,
+        created_at: Millis(r.try_get(7)?),
+    })
 }
 
 fn outbox_from_row(r: &PgRow) -> Result<OutboxRow> {
@@ -603,7 +620,7 @@ impl ReachStore for PostgresStore {
     async fn outbox_pending(&self, tenant: TenantId, campaign_id: Option<i64>) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND ($2::BIGINT IS NULL OR campaign_id = $2)
-                 AND state IN ('queued', 'attempting')",
+                 AND state IN ('queued', 'attempting', 'task')",
         )
         .bind(tenant.0)
         .bind(campaign_id)
@@ -719,5 +736,46 @@ impl ReachStore for PostgresStore {
                 created_at: Millis(at),
             })
             .collect())
+    }
+
+    async fn create_contact_way(&self, tenant: TenantId, way: &ContactWayRecord) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO contact_ways (tenant_id, state, config_id, qr_code, account, staff, campaign_id, remark,
+                 created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.0)
+        .bind(&way.state)
+        .bind(&way.config_id)
+        .bind(&way.qr_code)
+        .bind(&way.account)
+        .bind(encode_staff(&way.staff))
+        .bind(way.campaign_id)
+        .bind(&way.remark)
+        .bind(way.created_at.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn contact_ways(&self, tenant: TenantId) -> Result<Vec<ContactWayRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CONTACT_WAY_COLUMNS} FROM contact_ways WHERE tenant_id = $1 ORDER BY created_at, state"
+        ))
+        .bind(tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(contact_way_from_row).collect()
+    }
+
+    async fn contact_way(&self, tenant: TenantId, state: &str) -> Result<Option<ContactWayRecord>> {
+        let row =
+            sqlx::query(&format!("SELECT {CONTACT_WAY_COLUMNS} FROM contact_ways WHERE tenant_id = $1 AND state = $2"))
+                .bind(tenant.0)
+                .bind(state)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(contact_way_from_row).transpose()
     }
 }

@@ -1,5 +1,5 @@
 //! The durable records of reach (issue 11): templates, campaigns, the outbox, the guardrail
-//! ledger, suppression lists and staff-confirmed tasks.
+//! ledger, suppression lists, staff-confirmed tasks and WeCom contact ways.
 //!
 //! The outbox is the heart: a message is a row before it is attempted, keyed by an idempotency
 //! key; a claim marks it `attempting` with a lease, so a crash leaves it *in doubt* and the next
@@ -307,6 +307,25 @@ pub struct Suppression {
     pub created_at: Millis,
 }
 
+/// A WeCom contact way (渠道活码) siyu created: customers who add through it arrive with its
+/// `state` as their source (`contact_way:<state>`), which is how adds are attributed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactWayRecord {
+    /// Unique per tenant, at most 30 characters (WeCom's limit).
+    pub state: String,
+    /// WeCom's id of the configuration.
+    pub config_id: String,
+    /// The QR code's URL (scene 2).
+    pub qr_code: Option<String>,
+    /// The send account (corp) it was created through.
+    pub account: String,
+    /// The staff userids customers are added to.
+    pub staff: Vec<String>,
+    pub campaign_id: Option<i64>,
+    pub remark: Option<String>,
+    pub created_at: Millis,
+}
+
 /// Templates, campaigns and the outbox. Every method takes the tenant first.
 #[async_trait]
 pub trait ReachStore: Send + Sync {
@@ -375,7 +394,8 @@ pub trait ReachStore: Send + Sync {
     ) -> Result<Vec<OutboxRow>>;
     /// Cancels the messages of a campaign that were not attempted yet; returns how many.
     async fn cancel_queued(&self, tenant: TenantId, campaign_id: i64) -> Result<u64>;
-    /// Whether any message is queued or being attempted (for the dispatcher's idle wait).
+    /// Messages without a final outcome yet: queued, being attempted, or waiting for a staff
+    /// member's confirmation (a campaign is done when there are none).
     async fn outbox_pending(&self, tenant: TenantId, campaign_id: Option<i64>) -> Result<u64>;
     /// Messages in `task` state for one task id (the recipients of a staff-confirmed send).
     async fn task_rows(&self, tenant: TenantId, task_id: &str) -> Result<Vec<OutboxRow>>;
@@ -386,4 +406,10 @@ pub trait ReachStore: Send + Sync {
     async fn add_suppressions(&self, tenant: TenantId, entries: &[Suppression]) -> Result<u64>;
     async fn remove_suppression(&self, tenant: TenantId, list: &str, kind: &str, value: &str) -> Result<bool>;
     async fn suppressions(&self, tenant: TenantId) -> Result<Vec<Suppression>>;
+
+    /// Records a contact way; false, and nothing written, when the tenant has one with its state.
+    async fn create_contact_way(&self, tenant: TenantId, way: &ContactWayRecord) -> Result<bool>;
+    /// The tenant's contact ways, oldest first.
+    async fn contact_ways(&self, tenant: TenantId) -> Result<Vec<ContactWayRecord>>;
+    async fn contact_way(&self, tenant: TenantId, state: &str) -> Result<Option<ContactWayRecord>>;
 }

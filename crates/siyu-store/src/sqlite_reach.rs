@@ -8,8 +8,8 @@ use siyu_model::{Channel, Millis, ProfileId, TenantId};
 
 use crate::audience::AudienceKind;
 use crate::reach::{
-    CampaignRecord, CampaignState, Claimed, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome, ReachStore,
-    StaffTask, Suppression, TaskState, TemplateRecord,
+    CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
+    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
 use crate::sqlite::SqliteStore;
 use crate::{Result, StoreError};
@@ -33,6 +33,35 @@ pub(crate) fn parse_channel(text: &str) -> Option<Channel> {
 
 pub(crate) fn parse_scope(text: &str) -> Option<SendScope> {
     [SendScope::Mass, SendScope::Direct, SendScope::Welcome].into_iter().find(|s| s.as_str() == text)
+}
+
+pub(crate) const CONTACT_WAY_COLUMNS: &str =
+    "state, config_id, qr_code, account, staff, campaign_id, remark, created_at";
+
+/// The staff list as stored: a JSON array of userids.
+pub(crate) fn encode_staff(staff: &[String]) -> String {
+    serde_json::to_string(staff).expect("strings serialise")
+}
+
+pub(crate) fn decode_staff(state: &str, text: &str) -> std::result::Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("contact way {state:?} staff: {e}")))
+}
+
+fn contact_way_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactWayRecord> {
+    let state: String = r.get(0)?;
+    let staff: String = r.get(4)?;
+    let staff = decode_staff(&state, &staff)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(ContactWayRecord {
+        state,
+        config_id: r.get(1)?,
+        qr_code: r.get(2)?,
+        account: r.get(3)?,
+        staff,
+        campaign_id: r.get(5)?,
+        remark: r.get(6)?,
+        created_at: Millis(r.get(7)?),
+    })
 }
 
 fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -604,7 +633,7 @@ impl ReachStore for SqliteStore {
         self.read(move |conn| {
             let n: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM outbox WHERE tenant_id = ?1 AND (?2 IS NULL OR campaign_id = ?2)
-                     AND state IN ('queued', 'attempting')",
+                     AND state IN ('queued', 'attempting', 'task')",
                 params![tenant.0, campaign_id],
                 |r| r.get(0),
             )?;
@@ -726,6 +755,55 @@ impl ReachStore for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_contact_way(&self, tenant: TenantId, way: &ContactWayRecord) -> Result<bool> {
+        let way = way.clone();
+        self.write(move |w| {
+            let n = w.conn.execute(
+                "INSERT INTO contact_ways (tenant_id, state, config_id, qr_code, account, staff, campaign_id, remark,
+                     created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                params![
+                    tenant.0,
+                    way.state,
+                    way.config_id,
+                    way.qr_code,
+                    way.account,
+                    encode_staff(&way.staff),
+                    way.campaign_id,
+                    way.remark,
+                    way.created_at.0
+                ],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn contact_ways(&self, tenant: TenantId) -> Result<Vec<ContactWayRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {CONTACT_WAY_COLUMNS} FROM contact_ways WHERE tenant_id = ?1 ORDER BY created_at, state"
+            ))?;
+            let rows = stmt.query_map([tenant.0], contact_way_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn contact_way(&self, tenant: TenantId, state: &str) -> Result<Option<ContactWayRecord>> {
+        let state = state.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {CONTACT_WAY_COLUMNS} FROM contact_ways WHERE tenant_id = ?1 AND state = ?2"),
+                    params![tenant.0, state],
+                    contact_way_from_row,
+                )
+                .optional()?)
         })
         .await
     }

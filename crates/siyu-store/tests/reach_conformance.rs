@@ -15,8 +15,8 @@ use siyu_model::reach::{Guardrails, PersonReach, Purpose, ReachRules, SendScope,
 use siyu_model::{Channel, Industry, Millis, ProfileId, TenantId};
 use siyu_store::scratch::ScratchDatabase;
 use siyu_store::{
-    AudienceKind, Backend, CampaignState, Claimed, EnqueueBatch, EnqueueItem, Enqueued, OutboxRow, OutboxState,
-    Outcome, StaffTask, Store, StoreError, Suppression, TaskState,
+    AudienceKind, Backend, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, EnqueueItem, Enqueued, OutboxRow,
+    OutboxState, Outcome, StaffTask, Store, StoreError, Suppression, TaskState,
 };
 
 const PG_URL_VAR: &str = "SIYU_TEST_DATABASE_URL";
@@ -79,6 +79,8 @@ conformance! {
         the_outbox_is_isolated,
         staff_tasks_are_upserted_and_filtered_by_campaign,
         suppressions_are_added_once_listed_and_removed,
+        contact_ways_are_recorded_once_per_state_and_listed,
+        contact_ways_are_isolated,
     ],
     db: [
         concurrent_claims_never_share_a_row,
@@ -567,7 +569,8 @@ async fn outcomes_set_states_remote_ids_and_errors(store: Arc<dyn Store>) -> Res
         store.failure_counts(a, c).await?,
         vec![("blocked".to_string(), 2), ("invalid_recipient".to_string(), 1)]
     );
-    assert_eq!(store.outbox_pending(a, Some(c)).await?, 1);
+    // The retry and the task (waiting for its staff member) have no final outcome yet.
+    assert_eq!(store.outbox_pending(a, Some(c)).await?, 2);
 
     // The retry is not due before its time; then it is a fresh attempt, not one in doubt.
     assert_eq!(claimed_ids(&store.claim(a, plus(retry_at, -1), plus(retry_at, MINUTE), 10).await?), NO_IDS);
@@ -776,7 +779,8 @@ async fn the_outbox_is_isolated(store: Arc<dyn Store>) -> Result<()> {
     store.enqueue(b, service(cb, at, items(cb, &[1]))).await?;
     let theirs = store.claim(b, at, plus(at, MINUTE), 10).await?;
     assert_eq!(theirs.iter().map(|c| (c.row.campaign_id, c.row.profile_id)).collect::<Vec<_>>(), [(cb, 1)]);
-    assert_eq!(store.outbox_pending(a, None).await?, 1, "A keeps its queued message");
+    // A keeps its queued message and its task (waiting for a staff member).
+    assert_eq!(store.outbox_pending(a, None).await?, 2, "A's unfinished messages");
     assert_eq!(all_rows(&store, a, ca).await?[2].state, OutboxState::Queued);
     Ok(())
 }
@@ -849,6 +853,45 @@ async fn suppressions_are_added_once_listed_and_removed(store: Arc<dyn Store>) -
     assert_eq!(store.suppressions(b).await?, vec![email.clone()]);
     assert!(store.remove_suppression(b, "complaints", "email", "x@example.com").await?);
     assert_eq!(store.suppressions(a).await?, vec![email, wecom, vip]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// WeCom contact ways
+
+async fn contact_ways_are_recorded_once_per_state_and_listed(store: Arc<dyn Store>) -> Result<()> {
+    let (a, _) = two_tenants(&store).await?;
+    let at = noon();
+    let live = contact_way("live-0105", &["zhangsan"], Some(3), plus(at, MINUTE));
+    let mut store_front = contact_way("门店-徐汇", &["lisi", "wangwu"], None, at);
+    store_front.qr_code = None;
+    store_front.remark = None;
+    assert!(store.create_contact_way(a, &live).await?);
+    assert!(store.create_contact_way(a, &store_front).await?);
+    // A state is the attribution key: a second way with it is refused and changes nothing.
+    let mut again = contact_way("live-0105", &["someone-else"], None, plus(at, HOUR));
+    again.config_id = "cw-other".into();
+    assert!(!store.create_contact_way(a, &again).await?);
+    // Oldest first, every field as written (unicode, no QR code, no remark, several staff).
+    assert_eq!(store.contact_ways(a).await?, vec![store_front.clone(), live.clone()]);
+    assert_eq!(store.contact_way(a, "live-0105").await?, Some(live));
+    assert_eq!(store.contact_way(a, "门店-徐汇").await?, Some(store_front));
+    assert_eq!(store.contact_way(a, "no-such-state").await?, None);
+    Ok(())
+}
+
+async fn contact_ways_are_isolated(store: Arc<dyn Store>) -> Result<()> {
+    let (a, b) = two_tenants(&store).await?;
+    let way = contact_way("shared-state", &["zhangsan"], None, noon());
+    assert!(store.create_contact_way(a, &way).await?);
+    assert_eq!(store.contact_ways(b).await?, vec![]);
+    assert_eq!(store.contact_way(b, "shared-state").await?, None);
+    // The same state in another tenant is that tenant's own.
+    let mut theirs = way.clone();
+    theirs.config_id = "cw-b".into();
+    assert!(store.create_contact_way(b, &theirs).await?);
+    assert_eq!(store.contact_ways(b).await?, vec![theirs]);
+    assert_eq!(store.contact_ways(a).await?, vec![way]);
     Ok(())
 }
 
@@ -1168,6 +1211,19 @@ fn staff_task(id: &str, campaign: i64, created_at: Millis) -> StaffTask {
         chased_at: None,
         reassigned_to: None,
         updated_at: created_at,
+    }
+}
+
+fn contact_way(state: &str, staff: &[&str], campaign_id: Option<i64>, created_at: Millis) -> ContactWayRecord {
+    ContactWayRecord {
+        state: state.into(),
+        config_id: format!("cw-{state}"),
+        qr_code: Some(format!("https://wework.qpic.cn/wwpic/{state}/0")),
+        account: "brand-wecom".into(),
+        staff: staff.iter().map(|s| s.to_string()).collect(),
+        campaign_id,
+        remark: Some("直播间".into()),
+        created_at,
     }
 }
 

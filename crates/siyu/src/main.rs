@@ -49,6 +49,9 @@ enum Command {
     /// Manage campaigns (群发): create with a dry run, send, show results, cancel.
     #[command(subcommand)]
     Campaign(cmd::reach::CampaignCommand),
+    /// WeCom operations: contact ways (渠道活码) with attribution, contact sync, tags (mark_tag).
+    #[command(subcommand)]
+    Wecom(cmd::wecom::Command),
     /// Import NDJSON or CSV events into a tenant's log (streaming, idempotent).
     Import(cmd::import::Args),
     /// Write a simulated merchant's event stream as NDJSON.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             Command::Tag(command) => cmd::tag::run(&settings, command).await,
             Command::Template(command) => cmd::reach::run_template(&settings, command).await,
             Command::Campaign(command) => cmd::reach::run_campaign(&settings, command).await,
+            Command::Wecom(command) => cmd::wecom::run(&settings, command).await,
             Command::Import(args) => cmd::import::run(&settings, args).await,
             Command::Simulate(args) => cmd::simulate::run(args),
             Command::Rebuild(args) => cmd::rebuild::run(&settings, args).await,

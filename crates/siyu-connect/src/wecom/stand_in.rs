@@ -5,7 +5,8 @@
 //! token, 40014 for an unknown one, 41001 for none) and, with `errcode`/`errmsg` like WeCom,
 //! `externalcontact/list`, `get`, `batch/get_by_user`, `add_msg_template`,
 //! `get_groupmsg_send_result`, `get_groupmsg_list_v2`, `send_welcome_msg`, `mark_tag` and
-//! `add_contact_way`. Customers are the `(staff, external_userid)` pairs it is given; a mass task
+//! `add_contact_way`. Customers are the `(staff, external_userid)` pairs it is given (with the
+//! `state` of the contact way they added through, [`StandInState::add_contact_through`]); a mass task
 //! puts recipients who are not the sender's customers in `fail_list`. Staff confirmation is
 //! simulated by [`StandInState::confirm`] (send results go from 0 to 1).
 //!
@@ -158,6 +159,7 @@ impl StandInState {
                 faults: VecDeque::new(),
                 window: None,
                 welcome_codes: HashMap::new(),
+                follow_states: HashMap::new(),
                 received: Received::default(),
             })),
         }
@@ -192,6 +194,17 @@ impl StandInState {
 
     pub fn add_contact(&self, staff_userid: &str, external_userid: &str) {
         self.lock().config.contacts.push((staff_userid.to_string(), external_userid.to_string()));
+    }
+
+    /// A customer added through a contact way: `follow_info.state` / `follow_user.state` carry
+    /// its `state` from now on, as WeCom's do.
+    pub fn add_contact_through(&self, staff_userid: &str, external_userid: &str, state: &str) {
+        let mut inner = self.lock();
+        let pair = (staff_userid.to_string(), external_userid.to_string());
+        if !inner.config.contacts.contains(&pair) {
+            inner.config.contacts.push(pair.clone());
+        }
+        inner.follow_states.insert(pair, state.to_string());
     }
 
     /// A welcome code as an add-contact callback would carry it.
@@ -331,6 +344,8 @@ struct Inner {
     window: Option<(Instant, u32)>,
     /// Welcome code → (staff, customer); `None` once used.
     welcome_codes: HashMap<String, Option<(String, String)>>,
+    /// (staff, customer) → the state of the contact way the customer added through.
+    follow_states: HashMap<(String, String), String>,
     received: Received,
 }
 
@@ -369,6 +384,13 @@ impl Inner {
         let id = format!("{prefix}{:06}", self.next_id);
         self.next_id += 1;
         id
+    }
+
+    /// Adds `state` to a follow-user object when the customer came through a contact way.
+    fn with_state(&self, follow: &mut Value, staff: &str, external: &str) {
+        if let Some(state) = self.follow_states.get(&(staff.to_string(), external.to_string())) {
+            follow["state"] = state.as_str().into();
+        }
     }
 
     fn is_contact(&self, staff: &str, external: &str) -> bool {
@@ -436,9 +458,11 @@ impl Inner {
             .contacts
             .iter()
             .filter(|(_, e)| *e == external)
-            .map(|(s, _)| {
-                json!({ "userid": s, "remark": "", "description": "", "createtime": 1_700_000_000,
-                                  "tags": [], "remark_mobiles": [], "add_way": 1 })
+            .map(|(s, e)| {
+                let mut follow = json!({ "userid": s, "remark": "", "description": "", "createtime": 1_700_000_000,
+                                         "tags": [], "remark_mobiles": [], "add_way": 1 });
+                self.with_state(&mut follow, s, e);
+                follow
             })
             .collect();
         if follow.is_empty() {
@@ -458,9 +482,10 @@ impl Inner {
         let list: Vec<Value> = items
             .iter()
             .map(|(s, e)| {
-                json!({ "external_contact": Inner::customer(e),
-                        "follow_info": { "userid": s, "remark": "", "description": "", "createtime": 1_700_000_000,
-                                         "tag_id": [], "remark_mobiles": [], "add_way": 1 } })
+                let mut follow = json!({ "userid": s, "remark": "", "description": "", "createtime": 1_700_000_000,
+                                         "tag_id": [], "remark_mobiles": [], "add_way": 1 });
+                self.with_state(&mut follow, s, e);
+                json!({ "external_contact": Inner::customer(e), "follow_info": follow })
             })
             .collect();
         ok(json!({ "external_contact_list": list, "next_cursor": next }))

@@ -51,6 +51,15 @@ pub struct CampaignSpec {
     pub confirm_hours: Option<u32>,
 }
 
+impl CampaignSpec {
+    /// What the holdout is drawn from: the campaign as asked for, so a dry run of a spec keeps
+    /// back exactly the people its campaign will (and a resumed plan the same ones again).
+    pub fn holdout_seed(&self) -> i64 {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        xxhash_rust::xxh3::xxh3_64(&bytes) as i64
+    }
+}
+
 /// Which connector an account sends through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,13 +133,13 @@ impl SendAccount {
     }
 }
 
-/// Whether a profile is in a campaign's holdout: a stable hash of (campaign, profile), so a
-/// resumed plan keeps the same people back.
-pub fn in_holdout(campaign_id: i64, profile: ProfileId, percent: u8) -> bool {
+/// Whether a profile is in a campaign's holdout: a stable hash of (the campaign's seed, profile),
+/// so a resumed plan keeps the same people back.
+pub fn in_holdout(seed: i64, profile: ProfileId, percent: u8) -> bool {
     if percent == 0 {
         return false;
     }
-    let h = xxhash_rust::xxh3::xxh3_64(&[campaign_id.to_le_bytes(), i64::from(profile).to_le_bytes()].concat());
+    let h = xxhash_rust::xxh3::xxh3_64(&[seed.to_le_bytes(), i64::from(profile).to_le_bytes()].concat());
     h % 100 < u64::from(percent)
 }
 

@@ -1,4 +1,5 @@
-//! The native API under `/api/v1`: ingestion, profiles, the tenant's summary and settings.
+//! The native API under `/api/v1`: ingestion, profiles, the tenant's summary and settings, audience,
+//! reach and WeCom operations.
 
 mod events;
 mod profiles;
@@ -6,6 +7,7 @@ mod reach;
 mod segments;
 mod tenant;
 pub mod views;
+mod wecom;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -21,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tenant::routes())
         .merge(segments::routes())
         .merge(reach::routes())
+        .merge(wecom::routes())
 }
 
 /// Parses an optional RFC 3339 `as_of` query parameter.

@@ -109,94 +109,139 @@ async fn load(engine: &Arc<Engine>, tenant: TenantId, args: &Args) -> anyhow::Re
     Ok(())
 }
 
-const DEMO_CAMPAIGN: &str = "好感粉回购券 warm-fan repurchase coupon";
+const DEMO_ACCOUNT: &str = "demo-wecom";
+const DEMO_SEGMENT: &str = "好感粉 warm fans";
 
-/// Sends one campaign the way an operator would: a template, a segment, a dry run that names
-/// every guardrail that holds people back, the plan, and the outbox delivering through the log
-/// connector (into a file beside the store). A rerun shows the campaign already sent.
+/// Sends two campaigns the way an operator would — a marketing coupon and a service notice —
+/// each from a template to a segment, with a dry run that names every guardrail that holds
+/// people back, the plan, and the outbox delivering through the log connector (into a file beside
+/// the store). Marketing planned in quiet hours waits for their end; the service notice goes now.
+/// A rerun shows the campaigns already sent.
 async fn demo_campaign(engine: &Arc<Engine>, tenant: TenantId, settings: &Settings) -> anyhow::Result<()> {
+    use siyu_model::reach::{ConnectorKind, SendAccount};
     let data_dir = super::data_dir(&settings.store.url);
-    use siyu_model::reach::{Audience, CampaignSpec, ConnectorKind, SendAccount, SendScope};
-    let existing = engine.campaigns(tenant).await?.into_iter().find(|c| c.name == DEMO_CAMPAIGN);
-    let id = match existing {
-        Some(c) => c.id,
-        None => {
-            let mut tenant_settings = engine.settings(tenant)?;
-            let outbox_file = data_dir.join("demo-outbox.ndjson");
-            tenant_settings.send_accounts.insert(
-                "demo-wecom".into(),
-                SendAccount {
-                    channel: siyu_model::Channel::Wecom,
-                    connector: ConnectorKind::Log,
-                    account_type: Some("wecom_corp".into()),
-                    base_url: Some(outbox_file.display().to_string()),
-                    credentials: Default::default(),
-                    rate_per_second: None,
-                    staff: vec![],
-                },
-            );
-            engine.update_settings(tenant, tenant_settings).await?;
-            let def: siyu_model::reach::template::TemplateDef = serde_json::from_value(serde_json::json!({
-                "purpose": "marketing",
-                "vars": ["coupon_code"],
-                "variants": {"default": {
-                    "text": "{{ name | default(\"亲\") }}，感谢一直以来的支持！作为{{ tier_label }}，送您一张回购券 {{ vars.coupon_code }}，7 天内有效。回复 TD 退订",
-                    "attachments": [{"type": "link", "title": "专属回购券", "url": "https://example.com/coupon/{{ vars.coupon_code }}"}]
-                }}
-            }))?;
-            let template = engine.create_template(tenant, "回购券 repurchase coupon", &def).await?;
-            let segment = match engine.segments(tenant)?.into_iter().find(|s| s.name == "好感粉 warm fans") {
-                Some(s) => s,
-                None => engine.create_segment(tenant, "好感粉 warm fans", "tier = warm_fan").await?,
-            };
-            let spec = CampaignSpec {
-                template_id: template.id,
-                audience: Audience::SegmentId(segment.id),
+    let outbox_file = data_dir.join("demo-outbox.ndjson");
+    let mut tenant_settings = engine.settings(tenant)?;
+    if !tenant_settings.send_accounts.contains_key(DEMO_ACCOUNT) {
+        tenant_settings.send_accounts.insert(
+            DEMO_ACCOUNT.into(),
+            SendAccount {
                 channel: siyu_model::Channel::Wecom,
-                account: "demo-wecom".into(),
-                sender: Some("staff-01".into()),
-                scope: SendScope::Mass,
-                vars: [("coupon_code".to_string(), "HG2026".to_string())].into(),
-                send_at: None,
-                holdout_percent: 10,
-                attribution_days: Some(7),
-                confirm_hours: None,
-            };
-            let dry = engine.dry_run(tenant, &spec).await?;
-            println!(
-                "  群发 campaign {DEMO_CAMPAIGN:?}, dry run: audience {}, holdout {}, would send {}",
-                dry.audience, dry.holdout, dry.would_send
-            );
-            for (rule, n) in &dry.held {
-                println!("    held back by {rule:<28} {n:>7}");
-            }
-            engine.create_campaign(tenant, DEMO_CAMPAIGN, &spec).await?.id
-        }
+                connector: ConnectorKind::Log,
+                account_type: Some("wecom_corp".into()),
+                base_url: Some(outbox_file.display().to_string()),
+                credentials: Default::default(),
+                rate_per_second: None,
+                staff: vec![],
+            },
+        );
+        engine.update_settings(tenant, tenant_settings).await?;
+    }
+    let segment = match engine.segments(tenant)?.into_iter().find(|s| s.name == DEMO_SEGMENT) {
+        Some(s) => s.id,
+        None => engine.create_segment(tenant, DEMO_SEGMENT, "tier = warm_fan").await?.id,
     };
+    let coupon = serde_json::json!({
+        "purpose": "marketing",
+        "vars": ["coupon_code"],
+        "variants": {"default": {
+            "text": "{{ name | default(\"亲\") }}，感谢一直以来的支持！作为{{ tier_label }}，送您一张回购券 {{ vars.coupon_code }}，7 天内有效。回复 TD 退订",
+            "attachments": [{"type": "link", "title": "专属回购券", "url": "https://example.com/coupon/{{ vars.coupon_code }}"}]
+        }}
+    });
+    let notice = serde_json::json!({
+        "purpose": "service",
+        "variants": {"default": {"text": "{{ name | default(\"亲\") }}，您的会员积分已更新，当前累计消费 ¥{{ net_revenue }}。"}}
+    });
+    let mut ids = Vec::new();
+    for (name, template, definition, vars, holdout) in [
+        (
+            "好感粉回购券 warm-fan repurchase coupon",
+            "回购券 repurchase coupon",
+            coupon,
+            vec![("coupon_code", "HG2026")],
+            10,
+        ),
+        ("会员积分通知 points notice", "积分通知 points notice", notice, vec![], 0),
+    ] {
+        ids.push(demo_one(engine, tenant, segment, name, template, definition, &vars, holdout).await?);
+    }
     let dispatcher = siyu_outbox::Dispatcher::new(engine.clone(), settings.dispatcher_config());
-    // Plan and deliver now, so the results below are the campaign's.
+    // Plan and deliver now, so the results below are the campaigns'.
     for _ in 0..10_000 {
         let tick = dispatcher.tick(tenant).await?;
         if tick.claimed == 0 && tick.planned == 0 {
             break;
         }
     }
-    let report = engine.campaign_report(tenant, id).await?;
-    println!(
-        "  campaign {} ({}): planned {}, sent {}, delivered {}, failed {}",
-        report.campaign.id,
-        report.campaign.state.as_str(),
-        report.planned,
-        report.sent,
-        report.delivered,
-        report.failed
-    );
-    for (rule, n) in &report.held {
-        println!("    held back by {rule:<28} {n:>7}");
+    for id in ids {
+        let report = engine.campaign_report(tenant, id).await?;
+        let queued: u64 =
+            report.outbox.iter().filter(|(s, _)| *s == siyu_store::OutboxState::Queued).map(|(_, n)| n).sum();
+        println!(
+            "  campaign {} {:?} ({}): planned {}, sent {}, failed {}, waiting for the end of quiet hours {}",
+            report.campaign.id,
+            report.campaign.name,
+            report.campaign.state.as_str(),
+            report.planned,
+            report.sent,
+            report.failed,
+            queued
+        );
+        for (rule, n) in &report.held {
+            println!("    held back by {rule:<28} {n:>7}");
+        }
     }
-    println!("  messages written to {}", data_dir.join("demo-outbox.ndjson").display());
+    println!("  messages written to {}", outbox_file.display());
     println!();
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn demo_one(
+    engine: &Arc<Engine>,
+    tenant: TenantId,
+    segment: i64,
+    name: &str,
+    template_name: &str,
+    definition: serde_json::Value,
+    vars: &[(&str, &str)],
+    holdout_percent: u8,
+) -> anyhow::Result<i64> {
+    use siyu_model::reach::{Audience, CampaignSpec, SendScope};
+    if let Some(c) = engine.campaigns(tenant).await?.into_iter().find(|c| c.name == name) {
+        return Ok(c.id);
+    }
+    let def: siyu_model::reach::template::TemplateDef = serde_json::from_value(definition)?;
+    let template = match engine.templates(tenant).await?.into_iter().find(|t| t.name == template_name) {
+        Some(t) => t.id,
+        None => engine.create_template(tenant, template_name, &def).await?.id,
+    };
+    let spec = CampaignSpec {
+        template_id: template,
+        audience: Audience::SegmentId(segment),
+        channel: siyu_model::Channel::Wecom,
+        account: DEMO_ACCOUNT.into(),
+        sender: Some("staff-01".into()),
+        scope: SendScope::Mass,
+        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        send_at: None,
+        holdout_percent,
+        attribution_days: Some(7),
+        confirm_hours: None,
+    };
+    let dry = engine.dry_run(tenant, &spec).await?;
+    println!(
+        "  群发 campaign {name:?}, dry run: audience {}, holdout {}, would send {}{}",
+        dry.audience,
+        dry.holdout,
+        dry.would_send,
+        dry.first_send_at.map(|t| format!(", first at {t}")).unwrap_or_default()
+    );
+    for (rule, n) in &dry.held {
+        println!("    held back by {rule:<28} {n:>7}");
+    }
+    Ok(engine.create_campaign(tenant, name, &spec).await?.id)
 }
 
 fn print_summary(s: &TenantSummary) {

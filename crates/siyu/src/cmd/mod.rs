@@ -10,6 +10,7 @@ pub mod serve;
 pub mod simulate;
 pub mod tag;
 pub mod tenant;
+pub mod wecom;
 
 use std::sync::Arc;
 
