@@ -1,13 +1,14 @@
 //! `siyu bench TARGET`: measures one path of siyu (import, rebuild, HTTP ingestion, the in-memory
-//! profile update) and prints throughput and latency. Every target first checks that the answer
-//! is right — a faster wrong answer counts as zero — and exits non-zero with
-//! `CORRECTNESS FAILED` when it is not.
+//! profile update, segments, reads of the past, campaigns and the outbox) and prints throughput
+//! and latency. Every target first checks that the answer is right — a faster wrong answer counts
+//! as zero — and exits non-zero with `CORRECTNESS FAILED` when it is not.
 
 mod as_of;
 mod check;
 mod http;
 mod load;
 mod profile;
+mod reach;
 mod segments;
 mod store;
 
@@ -19,6 +20,7 @@ use crate::settings::Settings;
 pub use as_of::AsOfReport;
 pub use http::{BatchReport, TrackReport};
 pub use profile::ProfileReport;
+pub use reach::ReachReport;
 pub use segments::SegmentsReport;
 pub use store::{ImportReport, RebuildReport};
 
@@ -74,6 +76,14 @@ pub struct Args {
     /// database, dropped afterwards); SQLite always does.
     #[arg(long, value_name = "URL")]
     pub compare_postgres: Option<String>,
+    /// Contacts of each `reach` campaign through the WeCom connector to its stand-in (at most
+    /// --people): one run with a message per person, one with identical text (10 000 a call).
+    /// The dispatcher's staff-task bookkeeping grows with the square of the per-person run.
+    #[arg(long, default_value_t = 2_000)]
+    pub wecom_people: u32,
+    /// The WeCom send account's rate limit (API calls/s) in `reach`.
+    #[arg(long, default_value_t = 500)]
+    pub wecom_rate: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +95,7 @@ pub enum Target {
     ProfileUpdate,
     Segments,
     AsOf,
+    Reach,
     All,
 }
 
@@ -108,6 +119,10 @@ impl Bench {
         );
         anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
         anyhow::ensure!((1..=2500).contains(&args.batch_size), "--batch-size must be within 1..=2500");
+        anyhow::ensure!(
+            args.wecom_people > 0 && args.wecom_rate > 0,
+            "--wecom-people and --wecom-rate must be positive"
+        );
         let default_url = default_store_url()?;
         let explicit_store = (settings.store.url != default_url).then(|| settings.store.url.clone());
         let run_id = format!("{:x}", siyu_model::Millis::now().0);
@@ -167,6 +182,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<ExitCode> {
         Target::ProfileUpdate => profile::bench_profile_update(&bench, None).await?.gate.failures,
         Target::Segments => segments::bench_segments(&bench).await?.gate.failures,
         Target::AsOf => as_of::bench_as_of(&bench).await?.gate.failures,
+        Target::Reach => reach::bench_reach(&bench).await?.gate.failures,
         Target::All => run_all(&bench).await?.failures(),
     };
     Ok(conclude(&failures))
@@ -205,6 +221,7 @@ pub struct AllReport {
     pub profile: ProfileReport,
     pub segments: SegmentsReport,
     pub as_of: AsOfReport,
+    pub reach: ReachReport,
 }
 
 impl AllReport {
@@ -217,6 +234,7 @@ impl AllReport {
             &self.profile.gate,
             &self.segments.gate,
             &self.as_of.gate,
+            &self.reach.gate,
         ]
         .into_iter()
         .flat_map(|g| g.failures.iter().cloned())
@@ -234,7 +252,8 @@ pub async fn run_all(bench: &Bench) -> anyhow::Result<AllReport> {
     let profile = profile::bench_profile_update(bench, Some(&import)).await?;
     let segments = segments::bench_segments(bench).await?;
     let as_of = as_of::bench_as_of(bench).await?;
-    let all = AllReport { import, rebuild, batch, track, profile, segments, as_of };
+    let reach = reach::bench_reach(bench).await?;
+    let all = AllReport { import, rebuild, batch, track, profile, segments, as_of, reach };
     print_summary(bench, &all);
     Ok(all)
 }
@@ -331,8 +350,12 @@ fn print_summary(bench: &Bench, all: &AllReport) {
             correct: all.profile.gate.passed(),
         },
     ];
-    let goals: Vec<Goal> =
-        goals.into_iter().chain(segments::goals(&all.segments)).chain(as_of::goals(&all.as_of)).collect();
+    let goals: Vec<Goal> = goals
+        .into_iter()
+        .chain(segments::goals(&all.segments))
+        .chain(as_of::goals(&all.as_of))
+        .chain(reach::goals(&all.reach))
+        .collect();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!();
     println!("## siyu bench all — summary");
@@ -430,6 +453,27 @@ fn print_summary(bench: &Bench, all: &AllReport) {
         all.as_of.profiles,
         all.as_of.profiles_then
     );
+    let reach = &all.reach;
+    println!(
+        "- reach: {} people; dry run {:.0} recipients/s; same-day second campaign (daily cap) {:.0} recipients/s; outbox {} sends in {:.2} s",
+        reach.people,
+        reach.dry_run.rate(),
+        reach.capped.rate(),
+        reach.outbox.messages,
+        reach.outbox.seconds
+    );
+    for w in &reach.wecom {
+        println!(
+            "- WeCom stand-in, {}: {} recipients in {} calls ({} bursts), {:.1} calls/s while sending at a limit of {}/s, {:.0} recipients/s end to end",
+            w.mode,
+            w.recipients,
+            w.calls,
+            w.bursts,
+            w.call_rate(),
+            w.configured_rate,
+            w.recipients_per_second()
+        );
+    }
     println!(
         "- ratio: measured/goal for throughput, goal/measured for latency, memory and CPU (≥ 1.00× meets the goal)"
     );
@@ -476,6 +520,8 @@ mod tests {
             sample: 200,
             repeats: 2,
             compare_postgres: std::env::var(siyu_store::scratch::TEST_DATABASE_URL).ok(),
+            wecom_people: 300,
+            wecom_rate: 2_000,
         };
         let bench = Bench::new(&settings, args).unwrap();
         assert!(bench.explicit_store.is_none());
@@ -494,6 +540,11 @@ mod tests {
         assert!(all.segments.visible.count > 0);
         assert!(all.as_of.profiles_then > 0 && all.as_of.profiles_then < all.as_of.profiles);
         assert!(all.as_of.lookup_past.count > 0);
+        assert_eq!(all.reach.people, 2_000);
+        assert!(all.reach.plan.queued > 0 && all.reach.outbox.messages == all.reach.plan.queued);
+        // The second campaign reaches exactly the open people the first kept in its holdout.
+        assert_eq!(all.reach.plan.queued + all.reach.capped.queued, all.reach.dry_run.queued);
+        assert!(all.reach.wecom.iter().all(|w| w.recipients == 300));
     }
 
     #[test]
