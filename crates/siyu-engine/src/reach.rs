@@ -508,9 +508,9 @@ impl Engine {
             }
             (judged, audience.len() as u64)
         };
-        let holdout =
-            judged.iter().filter(|(id, _)| in_holdout(spec.holdout_seed(), *id, spec.holdout_percent)).count() as u64;
-        judged.retain(|(id, _)| !in_holdout(spec.holdout_seed(), *id, spec.holdout_percent));
+        let seed = spec.holdout_seed();
+        let holdout = judged.iter().filter(|(id, _)| in_holdout(seed, *id, spec.holdout_percent)).count() as u64;
+        judged.retain(|(id, _)| !in_holdout(seed, *id, spec.holdout_percent));
         let ids: Vec<ProfileId> = judged.iter().map(|(id, _)| *id).collect();
         let ledgers = self.store().ledgers(tenant, &ids).await?;
         let mut held: BTreeMap<String, u64> = BTreeMap::new();
@@ -575,15 +575,16 @@ impl Engine {
             self.audience(&state, &spec.audience)?
         };
         let mut outcome = PlanOutcome { queued: 0, held: 0, holdout: 0, resumed: 0 };
+        let seed = spec.holdout_seed();
         let holdouts: Vec<(ProfileId, String)> = audience
             .iter()
-            .filter(|p| in_holdout(spec.holdout_seed(), **p, spec.holdout_percent))
+            .filter(|p| in_holdout(seed, **p, spec.holdout_percent))
             .map(|p| (*p, "holdout".to_string()))
             .collect();
         outcome.holdout = holdouts.len() as u64;
         self.store().record_holds(tenant, id, &holdouts).await?;
         let recipients: Vec<ProfileId> =
-            audience.into_iter().filter(|p| !in_holdout(spec.holdout_seed(), *p, spec.holdout_percent)).collect();
+            audience.into_iter().filter(|p| !in_holdout(seed, *p, spec.holdout_percent)).collect();
         for chunk in recipients.chunks(PLAN_BATCH) {
             let items = {
                 let runtime = self.tenant(tenant)?;

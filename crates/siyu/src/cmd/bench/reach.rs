@@ -258,7 +258,7 @@ pub async fn bench_reach(bench: &Bench) -> anyhow::Result<ReachReport> {
 
     // The same day, to the same segment without a holdout: everyone the first campaign reached is
     // held by the daily marketing cap (their ledgers say so); only its holdout, who got nothing
-    // that day, is queued.
+    // that day, is queued. (A run that spans midnight in Shanghai fails this check.)
     let second = CampaignSpec { holdout_percent: 0, ..spec.clone() };
     let capped_id = engine.create_campaign(tenant, "bench-2", &second).await?.id;
     let capped = self::plan(&engine, tenant, capped_id, &mut gate).await?;
