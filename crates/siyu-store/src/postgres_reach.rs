@@ -16,7 +16,7 @@ use crate::reach::{
     ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
 use crate::sqlite_reach::{
-    decode_staff, encode_staff, outcome_columns, parse_channel, parse_scope, CONTACT_WAY_COLUMNS, OUTBOX_COLUMNS,
+    decode_staff, encode_staff, outcome_columns, parse_scope, CONTACT_WAY_COLUMNS, OUTBOX_COLUMNS,
 };
 use crate::{Result, StoreError};
 
@@ -56,7 +56,7 @@ fn outbox_from_row(r: &PgRow) -> Result<OutboxRow> {
         key: r.try_get(1)?,
         campaign_id: r.try_get(2)?,
         profile_id: r.try_get::<i64, _>(3)? as ProfileId,
-        channel: parse_channel(&channel).ok_or_else(|| corrupt("channel", &channel))?,
+        channel: siyu_model::Channel::parse(&channel).ok_or_else(|| corrupt("channel", &channel))?,
         account: r.try_get(5)?,
         sender: r.try_get(6)?,
         scope: parse_scope(&scope).ok_or_else(|| corrupt("scope", &scope))?,

@@ -27,10 +27,6 @@ fn corrupt(what: &str, value: &str) -> rusqlite::Error {
     )
 }
 
-pub(crate) fn parse_channel(text: &str) -> Option<Channel> {
-    Channel::ALL.into_iter().find(|c| c.as_str() == text)
-}
-
 pub(crate) fn parse_scope(text: &str) -> Option<SendScope> {
     [SendScope::Mass, SendScope::Direct, SendScope::Welcome].into_iter().find(|s| s.as_str() == text)
 }
@@ -73,7 +69,7 @@ fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         key: r.get(1)?,
         campaign_id: r.get(2)?,
         profile_id: r.get::<_, i64>(3)? as ProfileId,
-        channel: parse_channel(&channel).ok_or_else(|| corrupt("channel", &channel))?,
+        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel", &channel))?,
         account: r.get(5)?,
         sender: r.get(6)?,
         scope: parse_scope(&scope).ok_or_else(|| corrupt("scope", &scope))?,
