@@ -154,17 +154,19 @@ async fn demo_campaign(engine: &Arc<Engine>, tenant: TenantId, settings: &Settin
         "variants": {"default": {"text": "{{ name | default(\"亲\") }}，您的会员积分已更新，当前累计消费 ¥{{ net_revenue }}。"}}
     });
     let mut ids = Vec::new();
-    for (name, template, definition, vars, holdout) in [
+    // Two staff members: WeCom lets one staff member send one customer one mass message a day.
+    for (name, template, definition, vars, holdout, sender) in [
         (
             "好感粉回购券 warm-fan repurchase coupon",
             "回购券 repurchase coupon",
             coupon,
             vec![("coupon_code", "HG2026")],
             10,
+            "staff-01",
         ),
-        ("会员积分通知 points notice", "积分通知 points notice", notice, vec![], 0),
+        ("会员积分通知 points notice", "积分通知 points notice", notice, vec![], 0, "staff-02"),
     ] {
-        ids.push(demo_one(engine, tenant, segment, name, template, definition, &vars, holdout).await?);
+        ids.push(demo_one(engine, tenant, segment, name, template, definition, &vars, holdout, sender).await?);
     }
     let dispatcher = siyu_outbox::Dispatcher::new(engine.clone(), settings.dispatcher_config());
     // Plan and deliver now, so the results below are the campaigns'.
@@ -207,6 +209,7 @@ async fn demo_one(
     definition: serde_json::Value,
     vars: &[(&str, &str)],
     holdout_percent: u8,
+    sender: &str,
 ) -> anyhow::Result<i64> {
     use siyu_model::reach::{Audience, CampaignSpec, SendScope};
     if let Some(c) = engine.campaigns(tenant).await?.into_iter().find(|c| c.name == name) {
@@ -222,7 +225,7 @@ async fn demo_one(
         audience: Audience::SegmentId(segment),
         channel: siyu_model::Channel::Wecom,
         account: DEMO_ACCOUNT.into(),
-        sender: Some("staff-01".into()),
+        sender: Some(sender.into()),
         scope: SendScope::Mass,
         vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         send_at: None,
