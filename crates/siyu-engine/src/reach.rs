@@ -16,7 +16,7 @@ use siyu_model::reach::template::{
 use siyu_model::reach::{
     in_holdout, Audience, CampaignSpec, Guardrails, MessageContent, PersonReach, SendAccount, SendRequest, Verdict,
 };
-use siyu_model::score::RfmMeans;
+use siyu_model::score::{FanTier, Ownership, PoolStage, RfmMeans};
 use siyu_model::time::DAY;
 use siyu_model::{Channel, Event, EventType, Millis, ProfileId, TenantId};
 use siyu_store::{
@@ -30,7 +30,7 @@ use crate::state::{AsOf, TenantState};
 use crate::{Engine, EngineError, Result};
 
 /// Recipients judged and queued per store transaction.
-const PLAN_BATCH: usize = 5_000;
+const PLAN_BATCH: usize = 20_000;
 
 /// A refusal of a reach operation, with the offending field where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +141,18 @@ pub struct PlanOutcome {
     pub resumed: u64,
 }
 
+impl PlanOutcome {
+    fn tally(&mut self, results: &[Enqueued]) {
+        for result in results {
+            match result {
+                Enqueued::Queued { .. } => self.queued += 1,
+                Enqueued::Held { .. } => self.held += 1,
+                Enqueued::Duplicate => self.resumed += 1,
+            }
+        }
+    }
+}
+
 fn parse_template(record: &TemplateRecord) -> Result<TemplateDef> {
     serde_json::from_str(&record.definition)
         .map_err(|e| StoreError::Corrupt(format!("template {}: {e}", record.id)).into())
@@ -215,6 +227,45 @@ fn person_reach(
     (person, address)
 }
 
+/// Which parts of the render context a template reads: a campaign fills only those, since
+/// scores, local times, tags and traits cost more per recipient than the rendering itself.
+#[derive(Debug, Clone, Copy)]
+struct ContextNeeds {
+    scores: bool,
+    rfm: bool,
+    last_order: bool,
+    seen: bool,
+    tags: bool,
+    traits: bool,
+}
+
+impl ContextNeeds {
+    const ALL: ContextNeeds =
+        ContextNeeds { scores: true, rfm: true, last_order: true, seen: true, tags: true, traits: true };
+
+    fn of(template: &CompiledTemplate) -> ContextNeeds {
+        let any = |names: &[&str]| names.iter().any(|n| template.reads(n));
+        ContextNeeds {
+            scores: any(&[
+                "tier",
+                "tier_label",
+                "pool_stage",
+                "ownership",
+                "rfm_group",
+                "affinity",
+                "orders",
+                "net_revenue",
+            ]),
+            rfm: any(&["rfm_group"]),
+            last_order: any(&["last_order_at", "last_order_amount"]),
+            seen: any(&["first_seen_at", "last_seen_at"]),
+            tags: any(&["tags"]),
+            traits: any(&["traits"]),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn render_context(
     state: &TenantState,
     id: ProfileId,
@@ -223,31 +274,48 @@ fn render_context(
     vars: &BTreeMap<String, String>,
     staff: Option<&str>,
     tz: chrono_tz::Tz,
+    needs: ContextNeeds,
 ) -> Option<RenderContext> {
     let at = state.at_when(id, AsOf::current(Millis::now()))?;
-    let scores = at.scores(&state.rules);
+    let scores = needs.scores.then(|| at.scores(&state.rules));
     let profile = at.profile;
     let local = |t: Millis| {
         use chrono::TimeZone;
         tz.timestamp_millis_opt(t.0).single().map(|l| l.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
     };
-    let last_order = at.facts.iter().rev().find(|f| EventType::from_code(f.code) == Some(EventType::OrderPaid));
+    let last_order = if needs.last_order {
+        at.facts.iter().rev().find(|f| EventType::from_code(f.code) == Some(EventType::OrderPaid))
+    } else {
+        None
+    };
+    let seen = |fact: Option<&siyu_model::Fact>| {
+        if needs.seen {
+            fact.map(|f| local(f.ts)).unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
     Some(RenderContext {
         profile_id: id,
         name: name_of(profile),
-        tier: scores.tier,
-        pool_stage: scores.pool_stage,
-        ownership: scores.ownership,
-        rfm_group: scores.rfm.map(|input| means.group(&input)),
-        affinity: scores.affinity,
-        orders: scores.net_paid_orders,
-        net_revenue: scores.net_revenue,
+        // What no variant reads stays at its lowest value.
+        tier: scores.map_or(FanTier::None, |s| s.tier),
+        pool_stage: scores.map_or(PoolStage::Public, |s| s.pool_stage),
+        ownership: scores.map_or(Ownership::L0, |s| s.ownership),
+        rfm_group: scores.filter(|_| needs.rfm).and_then(|s| s.rfm).map(|input| means.group(&input)),
+        affinity: scores.map_or(0.0, |s| s.affinity),
+        orders: scores.map_or(0, |s| s.net_paid_orders),
+        net_revenue: scores.map_or(siyu_model::Fen(0), |s| s.net_revenue),
         last_order_at: last_order.map(|f| local(f.ts)),
         last_order_amount: last_order.map(|f| f.amount),
-        first_seen_at: at.facts.first().map(|f| local(f.ts)).unwrap_or_default(),
-        last_seen_at: at.facts.last().map(|f| local(f.ts)).unwrap_or_default(),
-        tags: profile.tags.iter().filter_map(|t| state.segments.tag_name(*t).map(str::to_string)).collect(),
-        traits: profile.traits.as_deref().cloned().unwrap_or_default(),
+        first_seen_at: seen(at.facts.first()),
+        last_seen_at: seen(at.facts.last()),
+        tags: if needs.tags {
+            profile.tags.iter().filter_map(|t| state.segments.tag_name(*t).map(str::to_string)).collect()
+        } else {
+            Vec::new()
+        },
+        traits: if needs.traits { profile.traits.as_deref().cloned().unwrap_or_default() } else { Default::default() },
         event: None,
         campaign: campaign.map(|(id, name)| CampaignContext { id: id.to_string(), name: name.to_string() }),
         vars: vars.clone(),
@@ -262,7 +330,23 @@ struct Plan {
     guardrails: Arc<Guardrails>,
     template: CompiledTemplate,
     purpose: Purpose,
-    suppressed_list: BTreeMap<(String, String), String>,
+    /// Identity kind → value → the suppression list it is on.
+    suppressed_list: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Plan {
+    /// The send every recipient of the campaign is judged for.
+    fn request(&self, at: Millis) -> SendRequest<'_> {
+        let spec = &self.campaign.spec;
+        SendRequest {
+            channel: spec.channel,
+            account_type: self.account.account_type.as_deref(),
+            scope: spec.scope,
+            purpose: self.purpose,
+            staff: spec.sender.as_deref(),
+            at,
+        }
+    }
 }
 
 impl Engine {
@@ -332,7 +416,8 @@ impl Engine {
         let pid = state.find(profile).ok_or_else(|| not_found("profile", format!("{profile:?}")))?;
         let means = state.rfm_means(Millis::now());
         let tz = self.guardrails(tenant)?.time_zone();
-        let ctx = render_context(&state, pid, &means, None, vars, None, tz).ok_or_else(|| not_found("profile", pid))?;
+        let ctx = render_context(&state, pid, &means, None, vars, None, tz, ContextNeeds::ALL)
+            .ok_or_else(|| not_found("profile", pid))?;
         compiled.render(channel, &ctx).map_err(|e| invalid("template", e.to_string()))
     }
 
@@ -442,9 +527,12 @@ impl Engine {
         })
     }
 
-    async fn suppression_index(&self, tenant: TenantId) -> Result<BTreeMap<(String, String), String>> {
-        let entries = self.store().suppressions(tenant).await?;
-        Ok(entries.into_iter().map(|s| ((s.identity_kind, s.identity_value), s.list)).collect())
+    async fn suppression_index(&self, tenant: TenantId) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        let mut index: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for s in self.store().suppressions(tenant).await? {
+            index.entry(s.identity_kind).or_default().insert(s.identity_value, s.list);
+        }
+        Ok(index)
     }
 
     async fn plan_for(&self, tenant: TenantId, campaign: CampaignView) -> Result<Plan> {
@@ -462,9 +550,10 @@ impl Engine {
 
     fn suppressed_by(plan: &Plan, state: &TenantState, id: ProfileId) -> Option<String> {
         let profile = state.profile(id)?;
-        profile.identities.iter().find_map(|l| {
-            plan.suppressed_list.get(&(l.identity.kind.as_str().to_string(), l.identity.value.clone())).cloned()
-        })
+        profile
+            .identities
+            .iter()
+            .find_map(|l| plan.suppressed_list.get(l.identity.kind.as_str())?.get(&l.identity.value).cloned())
     }
 
     /// What a campaign would do now: recipients, the holdout, and who each rule holds back.
@@ -484,14 +573,7 @@ impl Engine {
             Some(text) => plan.guardrails.parse_local(text).unwrap_or_else(Millis::now),
             None => Millis::now(),
         };
-        let request = SendRequest {
-            channel: spec.channel,
-            account_type: plan.account.account_type.as_deref(),
-            scope: spec.scope,
-            purpose: plan.purpose,
-            staff: spec.sender.as_deref(),
-            at,
-        };
+        let request = plan.request(at);
         let loose = matches!(
             plan.account.connector,
             siyu_model::reach::ConnectorKind::Log | siyu_model::reach::ConnectorKind::Webhook
@@ -512,7 +594,7 @@ impl Engine {
         let holdout = judged.iter().filter(|(id, _)| in_holdout(seed, *id, spec.holdout_percent)).count() as u64;
         judged.retain(|(id, _)| !in_holdout(seed, *id, spec.holdout_percent));
         let ids: Vec<ProfileId> = judged.iter().map(|(id, _)| *id).collect();
-        let ledgers = self.store().ledgers(tenant, &ids).await?;
+        let ledgers = self.store().ledgers(tenant, plan.guardrails.horizon(at), &ids).await?;
         let mut held: BTreeMap<String, u64> = BTreeMap::new();
         let (mut would_send, mut first) = (0, None::<Millis>);
         for ((_, person), ledger) in judged.iter().zip(ledgers) {
@@ -585,17 +667,24 @@ impl Engine {
         self.store().record_holds(tenant, id, &holdouts).await?;
         let recipients: Vec<ProfileId> =
             audience.into_iter().filter(|p| !in_holdout(seed, *p, spec.holdout_percent)).collect();
+        // Rendering a chunk overlaps with the store writing the one before (two cores: the
+        // writer's and this one); chunks are written in order, one at a time.
+        let mut writing: Option<tokio::task::JoinHandle<std::result::Result<Vec<Enqueued>, StoreError>>> = None;
+        let needs = ContextNeeds::of(&plan.template);
+        let means =
+            if needs.rfm { self.tenant(tenant)?.state.read().rfm_means(Millis::now()) } else { RfmMeans::default() };
+        let request = plan.request(at);
         for chunk in recipients.chunks(PLAN_BATCH) {
             let items = {
                 let runtime = self.tenant(tenant)?;
                 let state = runtime.state.read();
-                let means = state.rfm_means(Millis::now());
                 let mut items = Vec::with_capacity(chunk.len());
                 for &pid in chunk {
                     let (mut person, address) = person_reach(&state, pid, spec.channel, loose);
                     person.suppressed_by = Self::suppressed_by(&plan, &state, pid);
-                    let content = match (
-                        &address,
+                    // Someone the person checks hold (the store judges them again) needs no message.
+                    let held = plan.guardrails.check_person(&person, &request).is_some();
+                    let context = || {
                         render_context(
                             &state,
                             pid,
@@ -604,8 +693,10 @@ impl Engine {
                             &spec.vars,
                             spec.sender.as_deref(),
                             plan.guardrails.time_zone(),
-                        ),
-                    ) {
+                            needs,
+                        )
+                    };
+                    let content = match (&address, if held { None } else { context() }) {
                         (Some(_), Some(ctx)) => match plan.template.render(spec.channel, &ctx) {
                             Ok(content) => serde_json::to_string(&content).unwrap_or_default(),
                             Err(_) => {
@@ -639,13 +730,14 @@ impl Engine {
                 guardrails: plan.guardrails.clone(),
                 items,
             };
-            for result in self.store().enqueue(tenant, batch).await? {
-                match result {
-                    Enqueued::Queued { .. } => outcome.queued += 1,
-                    Enqueued::Held { .. } => outcome.held += 1,
-                    Enqueued::Duplicate => outcome.resumed += 1,
-                }
+            if let Some(previous) = writing.take() {
+                outcome.tally(&previous.await.map_err(StoreError::from)??);
             }
+            let store = self.store().clone();
+            writing = Some(tokio::spawn(async move { store.enqueue(tenant, batch).await }));
+        }
+        if let Some(last) = writing {
+            outcome.tally(&last.await.map_err(StoreError::from)??);
         }
         let planned = outcome.queued + outcome.resumed;
         self.store()
@@ -668,7 +760,7 @@ impl Engine {
     /// Marks sending campaigns done once nothing of theirs is queued or being attempted.
     pub async fn finish_campaigns(&self, tenant: TenantId) -> Result<()> {
         for c in self.campaigns(tenant).await?.into_iter().filter(|c| c.state == CampaignState::Sending) {
-            if self.store().outbox_pending(tenant, Some(c.id)).await? == 0 {
+            if !self.store().has_pending(tenant, c.id).await? {
                 self.store().move_campaign(tenant, c.id, &[CampaignState::Sending], CampaignState::Done, None).await?;
             }
         }
@@ -819,11 +911,20 @@ impl Engine {
         Ok(self.store().claim(tenant, now, lease_until, limit).await?)
     }
 
-    /// Records outcomes, then writes their events to the log (`message_out`, `message_delivered`,
-    /// `message_failed`, with `message_id` derived from the outbox key, so a repeat is a no-op).
-    pub async fn complete_outbox(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
-        self.store().complete(tenant, outcomes).await?;
-        self.log_outcomes(tenant).await
+    /// Writes the events of claimed messages' outcomes to the log (`message_out`,
+    /// `message_delivered`, `message_failed`, with `message_id` derived from the outbox key, so a
+    /// repeat is a no-op), then records the outcomes as logged. A crash in between leaves the
+    /// messages attempting: their lease runs out and they come back in doubt, never as an outcome
+    /// without its event.
+    pub async fn complete_outbox(&self, tenant: TenantId, done: &[(OutboxRow, Outcome)]) -> Result<()> {
+        let now = Millis::now();
+        let events: Vec<Event> =
+            done.iter().filter_map(|(row, outcome)| outcome_event(&settled(row, outcome, now))).collect();
+        if !events.is_empty() {
+            self.ingest(tenant, "outbox", events).await?;
+        }
+        let outcomes: Vec<(i64, Outcome)> = done.iter().map(|(row, outcome)| (row.id, outcome.clone())).collect();
+        Ok(self.store().complete_logged(tenant, &outcomes).await?)
     }
 
     /// Appends the events of recorded outcomes that are not in the log yet (after a crash too).
@@ -860,6 +961,33 @@ fn declared_vars(def: &TemplateDef) -> Vec<String> {
     let _ = def;
     // At save time any `vars.*` is accepted; a campaign must then supply each one it uses.
     vec!["*".to_string()]
+}
+
+/// A claimed message as its outcome leaves it (what the store records).
+fn settled(row: &OutboxRow, outcome: &Outcome, now: Millis) -> OutboxRow {
+    let mut row = row.clone();
+    row.updated_at = now;
+    match outcome {
+        Outcome::Sent { remote_id } => {
+            row.state = OutboxState::Sent;
+            row.remote_id = remote_id.clone().or(row.remote_id);
+        }
+        Outcome::Task { task_id } => {
+            row.state = OutboxState::Task;
+            row.remote_id = Some(task_id.clone());
+        }
+        Outcome::Delivered => row.state = OutboxState::Delivered,
+        Outcome::Retry { at, code, message } => {
+            row.state = OutboxState::Queued;
+            row.due_at = *at;
+            (row.error_code, row.error_message) = (Some(code.clone()), Some(message.clone()));
+        }
+        Outcome::Failed { code, message } => {
+            row.state = OutboxState::Failed;
+            (row.error_code, row.error_message) = (Some(code.clone()), Some(message.clone()));
+        }
+    }
+    row
 }
 
 /// The log event of a recorded outcome.

@@ -94,6 +94,9 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     connectors: Mutex<HashMap<(TenantId, String), CachedConnector>>,
     last_task_poll: Mutex<HashMap<TenantId, Millis>>,
+    /// Tenants whose outcomes recorded before a crash are back in the log: a repair each runs
+    /// once per process, since every outcome recorded since went to the log first.
+    repaired: Mutex<std::collections::HashSet<TenantId>>,
     metrics: OutboxMetrics,
 }
 
@@ -105,6 +108,7 @@ impl Dispatcher {
             config,
             connectors: Mutex::new(HashMap::new()),
             last_task_poll: Mutex::new(HashMap::new()),
+            repaired: Mutex::new(Default::default()),
             metrics,
         })
     }
@@ -137,8 +141,11 @@ impl Dispatcher {
             tracing::info!(tenant = %tenant, campaign = id, queued = plan.queued, held = plan.held, holdout = plan.holdout, resumed = plan.resumed, "campaign planned");
             tick.planned += 1;
         }
-        // Outcomes recorded before a crash but not yet in the log.
-        self.engine.log_outcomes(tenant).await?;
+        // Outcomes recorded before a crash (by an older version) but not yet in the log.
+        if !self.repaired.lock().contains(&tenant) {
+            self.engine.log_outcomes(tenant).await?;
+            self.repaired.lock().insert(tenant);
+        }
         let lease_until = Millis(now.0 + self.config.lease.as_millis() as i64);
         let claimed = self.engine.claim_outbox(tenant, now, lease_until, self.config.batch).await?;
         tick.claimed = claimed.len() as u64;
@@ -152,9 +159,9 @@ impl Dispatcher {
                 Ok(c) => c,
                 Err(e) => {
                     let message = format!("{e:#}");
-                    for c in &rows {
+                    for c in rows.iter() {
                         outcomes.push((
-                            c.row.id,
+                            c.row.clone(),
                             Outcome::Failed { code: "no_connector".into(), message: message.clone() },
                         ));
                     }
@@ -193,7 +200,7 @@ impl Dispatcher {
         &self,
         connector: Arc<dyn Connector>,
         rows: Vec<Claimed>,
-        outcomes: &mut Vec<(i64, Outcome)>,
+        outcomes: &mut Vec<(OutboxRow, Outcome)>,
         tick: &mut Tick,
     ) {
         let mut to_send: Vec<(OutboxRow, Outbound)> = Vec::with_capacity(rows.len());
@@ -202,7 +209,7 @@ impl Dispatcher {
             let outbound = match outbound_of(&row) {
                 Ok(o) => o,
                 Err(message) => {
-                    outcomes.push((row.id, Outcome::Failed { code: "bad_message".into(), message }));
+                    outcomes.push((row, Outcome::Failed { code: "bad_message".into(), message }));
                     tick.failed += 1;
                     continue;
                 }
@@ -227,7 +234,8 @@ impl Dispatcher {
                         match accepted {
                             Some(accepted) => {
                                 self.metrics.reconciled.inc();
-                                outcomes.push((row.id, self.accepted(&row, accepted, tick)));
+                                let outcome = self.accepted(&row, accepted, tick);
+                                outcomes.push((row, outcome));
                             }
                             None => to_send.push((row, outbound)),
                         }
@@ -236,7 +244,8 @@ impl Dispatcher {
                 Err(e) => {
                     // Neither deduplicated nor answerable: sending again could double it.
                     for (row, _) in group {
-                        outcomes.push((row.id, self.retry_or_fail(&row, &e, tick)));
+                        let outcome = self.retry_or_fail(&row, &e, tick);
+                        outcomes.push((row, outcome));
                     }
                 }
             }
@@ -260,7 +269,7 @@ impl Dispatcher {
                     self.retry_or_fail(&row, &e, tick)
                 }
             };
-            outcomes.push((row.id, outcome));
+            outcomes.push((row, outcome));
         }
     }
 
@@ -372,13 +381,13 @@ impl Dispatcher {
             let mut open = 0;
             for row in &rows {
                 match status.get(&row.recipient_value) {
-                    Some(TaskRecipientStatus::Delivered) => outcomes.push((row.id, Outcome::Delivered)),
+                    Some(TaskRecipientStatus::Delivered) => outcomes.push((row.clone(), Outcome::Delivered)),
                     Some(TaskRecipientStatus::NotContact) => outcomes.push((
-                        row.id,
+                        row.clone(),
                         Outcome::Failed { code: "not_contact".into(), message: "no longer a contact".into() },
                     )),
                     Some(TaskRecipientStatus::QuotaReached) => outcomes.push((
-                        row.id,
+                        row.clone(),
                         Outcome::Failed {
                             code: "platform_quota".into(),
                             message: "already received a mass message".into(),
@@ -408,7 +417,7 @@ impl Dispatcher {
                         .filter(|r| !status.get(&r.recipient_value).is_some_and(|s| *s != TaskRecipientStatus::Unsent))
                     {
                         outcomes.push((
-                            row.id,
+                            row.clone(),
                             Outcome::Failed {
                                 code: "task_expired".into(),
                                 message: format!("{sender} did not confirm"),

@@ -10,6 +10,7 @@ use siyu_model::{Event, Industry, Millis, Seq, TenantId, TenantSettings};
 
 pub mod audience;
 mod codec;
+mod ledger;
 mod migrate;
 pub mod postgres;
 mod postgres_audience;

@@ -12,6 +12,11 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 2, name: "audience", sql: include_str!("../migrations/sqlite/0002_audience.sql") },
     Migration { version: 3, name: "reach", sql: include_str!("../migrations/sqlite/0003_reach.sql") },
     Migration { version: 4, name: "contact_ways", sql: include_str!("../migrations/sqlite/0004_contact_ways.sql") },
+    Migration {
+        version: 5,
+        name: "ledger_from_outbox",
+        sql: include_str!("../migrations/sqlite/0005_ledger_from_outbox.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -19,4 +24,9 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 2, name: "audience", sql: include_str!("../migrations/postgres/0002_audience.sql") },
     Migration { version: 3, name: "reach", sql: include_str!("../migrations/postgres/0003_reach.sql") },
     Migration { version: 4, name: "contact_ways", sql: include_str!("../migrations/postgres/0004_contact_ways.sql") },
+    Migration {
+        version: 5,
+        name: "ledger_from_outbox",
+        sql: include_str!("../migrations/postgres/0005_ledger_from_outbox.sql"),
+    },
 ];

@@ -25,6 +25,9 @@ const REPLAY_PAGE: i64 = 50_000;
 
 pub struct PostgresStore {
     pub(crate) pool: sqlx::PgPool,
+    /// The guardrail ledger per tenant, derived from the outbox (ledger.rs). The async lock is
+    /// this process's; the advisory lock inside the queuing transaction serialises processes.
+    pub(crate) ledgers: tokio::sync::Mutex<std::collections::HashMap<TenantId, crate::ledger::TenantLedger>>,
 }
 
 impl PostgresStore {
@@ -32,7 +35,7 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<PostgresStore> {
         let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
         migrate(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, ledgers: Default::default() })
     }
 }
 

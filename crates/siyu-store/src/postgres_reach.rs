@@ -1,15 +1,19 @@
 //! [`ReachStore`] on PostgreSQL. Queuing takes a transaction-scoped advisory lock of the tenant's
-//! ledger, so two `siyu serve` processes planning sends to the same people are serialised and no
-//! cap is exceeded; dispatchers claim with `FOR UPDATE SKIP LOCKED`, so they never take the same
+//! outbox and folds in the rows other processes wrote before judging, so two `siyu serve`
+//! processes planning sends to the same people are serialised and no cap is exceeded; dispatchers claim with `FOR UPDATE SKIP LOCKED`, so they never take the same
 //! message.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use siyu_model::reach::template::Purpose;
 use siyu_model::reach::{Sent, Verdict};
 use siyu_model::{Millis, ProfileId, TenantId};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::audience::AudienceKind;
+use crate::ledger::{self, LedgerColumns, LedgerRow, TenantLedger, LEDGER_COLUMNS};
 use crate::postgres::PostgresStore;
 use crate::reach::{
     CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
@@ -105,6 +109,87 @@ fn task_from_row(r: &PgRow) -> Result<StaffTask> {
         reassigned_to: r.try_get(10)?,
         updated_at: Millis(r.try_get(11)?),
     })
+}
+
+/// The tenant's ledger brought up to date: the cached one with the rows other processes wrote
+/// since folded in, or loaded (ledger.rs).
+async fn current_ledger(
+    cache: &mut HashMap<TenantId, TenantLedger>,
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    horizon: Millis,
+) -> Result<TenantLedger> {
+    let (mut ledger, from) = ledger::take(cache, tenant, horizon);
+    let rows = sqlx::query(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM outbox
+         WHERE tenant_id = $1 AND outbox_id > $2 AND COALESCE(reserved_at, due_at) >= $3"
+    ))
+    .bind(tenant.0)
+    .bind(ledger.through())
+    .bind(from.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut folded = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let columns = LedgerColumns {
+            outbox_id: r.try_get(0)?,
+            profile_id: r.try_get(1)?,
+            reserved_at: r.try_get(2)?,
+            channel: r.try_get(3)?,
+            scope: r.try_get(4)?,
+            marketing: r.try_get(5)?,
+            sender: r.try_get(6)?,
+        };
+        folded.push(LedgerRow::parse(columns).map_err(|(what, value)| corrupt(what, &value))?);
+    }
+    ledger.fold(folded);
+    Ok(ledger)
+}
+
+impl PostgresStore {
+    /// Outcomes in one statement; `logged` when their events are in the log already.
+    async fn record_outcomes(&self, tenant: TenantId, outcomes: &[(i64, Outcome)], logged: bool) -> Result<()> {
+        let n = outcomes.len();
+        let (mut ids, mut states, mut remotes, mut codes, mut messages, mut dues, mut owed) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (id, outcome) in outcomes {
+            let (state, remote, code, message, due, left) = outcome_columns(outcome);
+            ids.push(*id);
+            states.push(state.as_str());
+            remotes.push(remote);
+            codes.push(code);
+            messages.push(message);
+            dues.push(due);
+            owed.push(if logged { 1 } else { left });
+        }
+        sqlx::query(
+            "UPDATE outbox o SET state = t.s, remote_id = COALESCE(t.r, o.remote_id), error_code = t.c,
+                 error_message = t.m, due_at = COALESCE(t.d, o.due_at), lease_until = NULL, logged = t.l,
+                 updated_at = $2
+             FROM UNNEST($3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[])
+                 AS t(id, s, r, c, m, d, l)
+             WHERE o.tenant_id = $1 AND o.outbox_id = t.id",
+        )
+        .bind(tenant.0)
+        .bind(Millis::now().0)
+        .bind(&ids)
+        .bind(&states)
+        .bind(&remotes)
+        .bind(&codes)
+        .bind(&messages)
+        .bind(&dues)
+        .bind(&owed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -338,49 +423,48 @@ impl ReachStore for PostgresStore {
     }
 
     async fn enqueue(&self, tenant: TenantId, batch: EnqueueBatch) -> Result<Vec<Enqueued>> {
+        let mut cache = self.ledgers.lock().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REACH_LOCK + tenant.0).execute(&mut *tx).await?;
-        let keys: Vec<&str> = batch.items.iter().map(|i| i.key.as_str()).collect();
-        let mut existing: std::collections::HashSet<String> =
+        let mut ledger = current_ledger(&mut cache, &mut tx, tenant, batch.guardrails.horizon(batch.at)).await?;
+        let mut next_id: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = $1")
+                .bind(tenant.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        ledger.seen_through(next_id - 1);
+        // A campaign with messages already is being resumed: its keys are looked up first.
+        let resuming: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = $1 AND campaign_id = $2)")
+                .bind(tenant.0)
+                .bind(batch.campaign_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut existing: std::collections::HashSet<String> = if resuming {
+            let keys: Vec<&str> = batch.items.iter().map(|i| i.key.as_str()).collect();
             sqlx::query_scalar("SELECT msg_key FROM outbox WHERE tenant_id = $1 AND msg_key = ANY($2)")
                 .bind(tenant.0)
                 .bind(&keys)
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
-                .collect();
-        let profiles: Vec<i64> = batch.items.iter().map(|i| i64::from(i.profile_id)).collect();
-        let mut ledgers: std::collections::HashMap<i64, Vec<Sent>> = std::collections::HashMap::new();
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT profile_id, sends FROM reach_ledger WHERE tenant_id = $1 AND profile_id = ANY($2)")
-                .bind(tenant.0)
-                .bind(&profiles)
-                .fetch_all(&mut *tx)
-                .await?;
-        for (profile, text) in rows {
-            let sends = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("ledger of profile {profile}: {e}")))?;
-            ledgers.insert(profile, sends);
-        }
-        let mut next_id: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = $1")
-                .bind(tenant.0)
-                .fetch_one(&mut *tx)
-                .await?;
+                .collect()
+        } else {
+            Default::default()
+        };
         let now = Millis::now();
         let mut out = Vec::with_capacity(batch.items.len());
         let (mut ids, mut q_keys, mut q_profiles, mut q_kinds, mut q_values, mut q_contents, mut q_due) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let (mut h_profiles, mut h_rules) = (vec![], vec![]);
-        let mut touched = std::collections::BTreeSet::new();
         for item in &batch.items {
             if existing.contains(&item.key) {
                 out.push(Enqueued::Duplicate);
                 continue;
             }
-            let ledger = ledgers.entry(i64::from(item.profile_id)).or_default();
-            batch.prune(ledger);
-            match batch.judge(item, ledger) {
+            let sends = ledger.person(item.profile_id);
+            batch.prune(sends);
+            match batch.judge(item, sends) {
                 Verdict::Hold { rule } => {
                     h_profiles.push(i64::from(item.profile_id));
                     h_rules.push(rule.clone());
@@ -389,7 +473,6 @@ impl ReachStore for PostgresStore {
                 Verdict::Send { at } => {
                     // A key repeated later in the batch is a duplicate, as on SQLite.
                     existing.insert(item.key.clone());
-                    touched.insert(i64::from(item.profile_id));
                     ids.push(next_id);
                     next_id += 1;
                     q_keys.push(item.key.as_str());
@@ -405,8 +488,8 @@ impl ReachStore for PostgresStore {
         if !ids.is_empty() {
             sqlx::query(
                 "INSERT INTO outbox (tenant_id, outbox_id, msg_key, campaign_id, profile_id, channel, account, sender,
-                     scope, recipient_kind, recipient_value, content, state, due_at, updated_at)
-                 SELECT $1, id, k, $2, p, $3, $4, $5, $6, rk, rv, c, 'queued', d, $7
+                     scope, recipient_kind, recipient_value, content, state, due_at, reserved_at, marketing, updated_at)
+                 SELECT $1, id, k, $2, p, $3, $4, $5, $6, rk, rv, c, 'queued', d, d, $15, $7
                  FROM UNNEST($8::BIGINT[], $9::TEXT[], $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::BIGINT[])
                      AS t(id, k, p, rk, rv, c, d)",
             )
@@ -424,22 +507,7 @@ impl ReachStore for PostgresStore {
             .bind(&q_values)
             .bind(&q_contents)
             .bind(&q_due)
-            .execute(&mut *tx)
-            .await?;
-            let mut l_profiles = Vec::with_capacity(touched.len());
-            let mut l_sends = Vec::with_capacity(touched.len());
-            for p in touched {
-                l_profiles.push(p);
-                l_sends.push(serde_json::to_string(&ledgers[&p]).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-            }
-            sqlx::query(
-                "INSERT INTO reach_ledger (tenant_id, profile_id, sends)
-                 SELECT $1, p, s FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS t(p, s)
-                 ON CONFLICT (tenant_id, profile_id) DO UPDATE SET sends = excluded.sends",
-            )
-            .bind(tenant.0)
-            .bind(&l_profiles)
-            .bind(&l_sends)
+            .bind(i64::from(batch.purpose == Purpose::Marketing))
             .execute(&mut *tx)
             .await?;
         }
@@ -458,27 +526,18 @@ impl ReachStore for PostgresStore {
             .await?;
         }
         tx.commit().await?;
+        ledger.seen_through(next_id - 1);
+        cache.insert(tenant, ledger);
         Ok(out)
     }
 
-    async fn ledgers(&self, tenant: TenantId, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>> {
-        let mut found = std::collections::HashMap::new();
-        for chunk in profiles.chunks(50_000) {
-            let ids: Vec<i64> = chunk.iter().map(|p| i64::from(*p)).collect();
-            let rows: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT profile_id, sends FROM reach_ledger WHERE tenant_id = $1 AND profile_id = ANY($2)",
-            )
-            .bind(tenant.0)
-            .bind(&ids)
-            .fetch_all(&self.pool)
-            .await?;
-            for (p, text) in rows {
-                let sends: Vec<Sent> = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("ledger of profile {p}: {e}")))?;
-                found.insert(p, sends);
-            }
-        }
-        Ok(profiles.iter().map(|p| found.get(&i64::from(*p)).cloned().unwrap_or_default()).collect())
+    async fn ledgers(&self, tenant: TenantId, horizon: Millis, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>> {
+        let mut cache = self.ledgers.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        let ledger = current_ledger(&mut cache, &mut conn, tenant, horizon).await?;
+        let out = profiles.iter().map(|p| ledger.get(*p)).collect();
+        cache.insert(tenant, ledger);
+        Ok(out)
     }
 
     async fn claim(&self, tenant: TenantId, now: Millis, lease_until: Millis, limit: usize) -> Result<Vec<Claimed>> {
@@ -511,30 +570,11 @@ impl ReachStore for PostgresStore {
     }
 
     async fn complete(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let now = Millis::now();
-        for (id, outcome) in outcomes {
-            let (state, remote, code, message, due, logged) = outcome_columns(outcome);
-            sqlx::query(
-                "UPDATE outbox SET state = $3, remote_id = COALESCE($4, remote_id), error_code = $5,
-                     error_message = $6, due_at = COALESCE($7, due_at), lease_until = NULL, logged = $8,
-                     updated_at = $9
-                 WHERE tenant_id = $1 AND outbox_id = $2",
-            )
-            .bind(tenant.0)
-            .bind(id)
-            .bind(state.as_str())
-            .bind(remote)
-            .bind(code)
-            .bind(message)
-            .bind(due)
-            .bind(logged)
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.record_outcomes(tenant, outcomes, false).await
+    }
+
+    async fn complete_logged(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
+        self.record_outcomes(tenant, outcomes, true).await
     }
 
     async fn unlogged(&self, tenant: TenantId, limit: usize) -> Result<Vec<OutboxRow>> {
@@ -627,6 +667,17 @@ impl ReachStore for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(n as u64)
+    }
+
+    async fn has_pending(&self, tenant: TenantId, campaign_id: i64) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = $1 AND campaign_id = $2
+                 AND state IN ('queued', 'attempting', 'task'))",
+        )
+        .bind(tenant.0)
+        .bind(campaign_id)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     async fn task_rows(&self, tenant: TenantId, task_id: &str) -> Result<Vec<OutboxRow>> {

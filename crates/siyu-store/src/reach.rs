@@ -3,9 +3,10 @@
 //!
 //! The outbox is the heart: a message is a row before it is attempted, keyed by an idempotency
 //! key; a claim marks it `attempting` with a lease, so a crash leaves it *in doubt* and the next
-//! claim says so. Queuing a send and reserving it in the person's ledger happen in one transaction
-//! under a row lock per person, which is how concurrent senders — tasks of one process or several
-//! `siyu serve` on one PostgreSQL — never exceed a cap.
+//! claim says so. A person's guardrail ledger is their messages in the outbox (ledger.rs, kept in
+//! memory); a send is judged and queued in one transaction under the tenant's write lock, with the
+//! rows other processes wrote folded in first, which is how concurrent senders — tasks of one
+//! process or several `siyu serve` on one PostgreSQL — never exceed a cap.
 
 use std::sync::Arc;
 
@@ -369,14 +370,20 @@ pub trait ReachStore: Send + Sync {
     /// and written back; held recipients are recorded with their rule.
     async fn enqueue(&self, tenant: TenantId, batch: EnqueueBatch) -> Result<Vec<Enqueued>>;
 
-    /// What is reserved for each of these profiles (in their order), for a dry run.
-    async fn ledgers(&self, tenant: TenantId, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>>;
+    /// What is reserved for each of these profiles (in their order) from `horizon` on, for a dry
+    /// run. The ledger is derived from the outbox: every queued message counts from the time it
+    /// was reserved for.
+    async fn ledgers(&self, tenant: TenantId, horizon: Millis, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>>;
 
     /// Claims up to `limit` messages due by `now` (queued, or attempting with a lapsed lease),
     /// marking them attempting until `lease_until`.
     async fn claim(&self, tenant: TenantId, now: Millis, lease_until: Millis, limit: usize) -> Result<Vec<Claimed>>;
-    /// Records outcomes of claimed messages.
+    /// Records outcomes of claimed messages; their events are owed to the log until
+    /// `mark_logged`.
     async fn complete(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()>;
+    /// Records outcomes whose events are already in the log (the dispatcher appends them first,
+    /// so a crash in between leaves the message in doubt, never an outcome without its event).
+    async fn complete_logged(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()>;
     /// Messages whose outcome is recorded but whose event is not in the log yet.
     async fn unlogged(&self, tenant: TenantId, limit: usize) -> Result<Vec<OutboxRow>>;
     async fn mark_logged(&self, tenant: TenantId, ids: &[i64]) -> Result<()>;
@@ -397,6 +404,9 @@ pub trait ReachStore: Send + Sync {
     /// Messages without a final outcome yet: queued, being attempted, or waiting for a staff
     /// member's confirmation (a campaign is done when there are none).
     async fn outbox_pending(&self, tenant: TenantId, campaign_id: Option<i64>) -> Result<u64>;
+    /// Whether a campaign has a message without a final outcome yet (what `outbox_pending`
+    /// counts, answered at the first one).
+    async fn has_pending(&self, tenant: TenantId, campaign_id: i64) -> Result<bool>;
     /// Messages in `task` state for one task id (the recipients of a staff-confirmed send).
     async fn task_rows(&self, tenant: TenantId, task_id: &str) -> Result<Vec<OutboxRow>>;
 

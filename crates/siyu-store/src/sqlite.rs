@@ -32,6 +32,9 @@ struct Inner {
 
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
+    /// The guardrail ledger per tenant, derived from the outbox (ledger.rs); only the writer
+    /// judges sends, so only it keeps one.
+    pub(crate) ledgers: std::collections::HashMap<TenantId, crate::ledger::TenantLedger>,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -116,7 +119,11 @@ impl SqliteStore {
         let (stop, stopped) = std::sync::mpsc::channel();
         spawn_checkpointer(path, stopped)?;
         Ok(SqliteStore {
-            inner: Arc::new(Inner { writer: Mutex::new(Writer { conn }), readers, _stop_checkpointer: stop }),
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Writer { conn, ledgers: Default::default() }),
+                readers,
+                _stop_checkpointer: stop,
+            }),
         })
     }
 

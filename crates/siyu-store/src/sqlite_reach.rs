@@ -1,17 +1,21 @@
 //! [`ReachStore`] on SQLite. One writer connection serialises every write, so a transaction is
 //! all the locking the ledger needs here.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
+use siyu_model::reach::template::Purpose;
 use siyu_model::reach::{SendScope, Sent, Verdict};
 use siyu_model::{Channel, Millis, ProfileId, TenantId};
 
 use crate::audience::AudienceKind;
+use crate::ledger::{self, LedgerColumns, LedgerRow, TenantLedger, LEDGER_COLUMNS};
 use crate::reach::{
     CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
     ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{SqliteStore, Writer};
 use crate::{Result, StoreError};
 
 pub(crate) const OUTBOX_COLUMNS: &str =
@@ -142,66 +146,102 @@ fn counts<T>(
     Ok(out)
 }
 
-fn enqueue_blocking(conn: &mut Connection, tenant: TenantId, batch: &EnqueueBatch) -> Result<Vec<Enqueued>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+/// The tenant's ledger brought up to date inside the writer's transaction: the cached one with
+/// the rows written since (by another process) folded in, or loaded (ledger.rs).
+fn current_ledger(
+    cache: &mut HashMap<TenantId, TenantLedger>,
+    tx: &Connection,
+    tenant: TenantId,
+    horizon: Millis,
+) -> Result<TenantLedger> {
+    let (mut ledger, from) = ledger::take(cache, tenant, horizon);
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM outbox
+         WHERE tenant_id = ?1 AND outbox_id > ?2 AND COALESCE(reserved_at, due_at) >= ?3"
+    ))?;
+    let rows = stmt.query_map(params![tenant.0, ledger.through(), from.0], |r| {
+        LedgerRow::parse(LedgerColumns {
+            outbox_id: r.get(0)?,
+            profile_id: r.get(1)?,
+            reserved_at: r.get(2)?,
+            channel: r.get(3)?,
+            scope: r.get(4)?,
+            marketing: r.get(5)?,
+            sender: r.get(6)?,
+        })
+        .map_err(|(what, value)| corrupt(what, &value))
+    })?;
+    ledger.fold(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+    Ok(ledger)
+}
+
+fn enqueue_blocking(w: &mut Writer, tenant: TenantId, batch: &EnqueueBatch) -> Result<Vec<Enqueued>> {
+    let tx = w.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = Millis::now();
+    let mut ledger = current_ledger(&mut w.ledgers, &tx, tenant, batch.guardrails.horizon(batch.at))?;
     let mut out = Vec::with_capacity(batch.items.len());
+    let mut next_id: i64 =
+        tx.query_row("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = ?1", [tenant.0], |r| {
+            r.get(0)
+        })?;
+    ledger.seen_through(next_id - 1);
+    // A campaign with messages already is being resumed: its keys are looked up before judging,
+    // so a message queued before the crash is neither judged against itself nor held.
+    let resuming: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2)",
+        params![tenant.0, batch.campaign_id],
+        |r| r.get(0),
+    )?;
     {
         let mut exists = tx.prepare_cached("SELECT 1 FROM outbox WHERE tenant_id = ?1 AND msg_key = ?2")?;
-        let mut read = tx.prepare_cached("SELECT sends FROM reach_ledger WHERE tenant_id = ?1 AND profile_id = ?2")?;
-        let mut write = tx.prepare_cached(
-            "INSERT INTO reach_ledger (tenant_id, profile_id, sends) VALUES (?1, ?2, ?3)
-             ON CONFLICT (tenant_id, profile_id) DO UPDATE SET sends = excluded.sends",
-        )?;
         let mut hold = tx.prepare_cached(
             "INSERT INTO campaign_holds (tenant_id, campaign_id, profile_id, rule, at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT DO NOTHING",
         )?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO outbox (tenant_id, outbox_id, msg_key, campaign_id, profile_id, channel, account, sender, scope,
-                 recipient_kind, recipient_value, content, state, due_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?14)",
+                 recipient_kind, recipient_value, content, state, due_at, reserved_at, marketing, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13, ?14, ?15)
+             ON CONFLICT (tenant_id, msg_key) DO NOTHING",
         )?;
-        let mut next_id: i64 =
-            tx.query_row("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = ?1", [tenant.0], |r| {
-                r.get(0)
-            })?;
+        let (channel, scope) = (batch.channel.as_str(), batch.scope.as_str());
+        let marketing = i64::from(batch.purpose == Purpose::Marketing);
         for item in &batch.items {
-            if exists.query_row(params![tenant.0, item.key], |_| Ok(())).optional()?.is_some() {
+            if resuming && exists.query_row(params![tenant.0, item.key], |_| Ok(())).optional()?.is_some() {
                 out.push(Enqueued::Duplicate);
                 continue;
             }
-            let stored: Option<String> = read.query_row(params![tenant.0, item.profile_id], |r| r.get(0)).optional()?;
-            let mut ledger: Vec<Sent> = match stored {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("ledger of profile {}: {e}", item.profile_id)))?,
-                None => Vec::new(),
-            };
-            batch.prune(&mut ledger);
-            match batch.judge(item, &mut ledger) {
+            let sends = ledger.person(item.profile_id);
+            batch.prune(sends);
+            match batch.judge(item, sends) {
                 Verdict::Hold { rule } => {
                     hold.execute(params![tenant.0, batch.campaign_id, item.profile_id, rule, now.0])?;
                     out.push(Enqueued::Held { rule });
                 }
                 Verdict::Send { at } => {
-                    let sends = serde_json::to_string(&ledger).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    write.execute(params![tenant.0, item.profile_id, sends])?;
-                    insert.execute(params![
+                    let inserted = insert.execute(params![
                         tenant.0,
                         next_id,
                         item.key,
                         batch.campaign_id,
                         item.profile_id,
-                        batch.channel.as_str(),
+                        channel,
                         batch.account,
                         batch.sender,
-                        batch.scope.as_str(),
+                        scope,
                         item.recipient_kind,
                         item.recipient_value,
                         item.content,
                         at.0,
+                        marketing,
                         now.0,
                     ])?;
+                    if inserted == 0 {
+                        // The key came earlier in this batch: what judging reserved goes again.
+                        sends.pop();
+                        out.push(Enqueued::Duplicate);
+                        continue;
+                    }
                     next_id += 1;
                     out.push(Enqueued::Queued { at });
                 }
@@ -209,6 +249,8 @@ fn enqueue_blocking(conn: &mut Connection, tenant: TenantId, batch: &EnqueueBatc
         }
     }
     tx.commit()?;
+    ledger.seen_through(next_id - 1);
+    w.ledgers.insert(tenant, ledger);
     Ok(out)
 }
 
@@ -220,40 +262,38 @@ fn claim_blocking(
     limit: usize,
 ) -> Result<Vec<Claimed>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let rows = {
+    let mut claimed = Vec::with_capacity(limit.min(100_000));
+    // Lapsed leases first: those messages may have gone out, and an in-doubt one keeps the time
+    // of the attempt whose outcome was lost (where a reconciliation must look).
+    let claims = [
+        (true, "attempts = attempts + 1", "state = 'attempting' AND lease_until <= ?2"),
+        (
+            false,
+            "state = 'attempting', attempts = attempts + 1, attempted_at = ?2",
+            "state = 'queued' AND due_at <= ?2",
+        ),
+    ];
+    for (in_doubt, set, due) in claims {
+        let left = limit - claimed.len();
+        if left == 0 {
+            break;
+        }
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox
-             WHERE tenant_id = ?1 AND ((state = 'queued' AND due_at <= ?2) OR (state = 'attempting' AND lease_until <= ?2))
-             ORDER BY due_at, outbox_id LIMIT ?3"
+            "UPDATE outbox SET {set}, lease_until = ?3, updated_at = ?2
+             WHERE tenant_id = ?1 AND outbox_id IN (
+                 SELECT outbox_id FROM outbox WHERE tenant_id = ?1 AND {due} ORDER BY due_at, outbox_id LIMIT ?4)
+             RETURNING {OUTBOX_COLUMNS}"
         ))?;
-        let rows = stmt.query_map(params![tenant.0, now.0, limit as i64], outbox_from_row)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    let mut claimed = Vec::with_capacity(rows.len());
-    {
-        let mut mark = tx.prepare_cached(
-            "UPDATE outbox SET attempts = attempts + 1, lease_until = ?4, updated_at = ?3,
-                 attempted_at = CASE WHEN state = 'attempting' THEN attempted_at ELSE ?3 END, state = 'attempting'
-             WHERE tenant_id = ?1 AND outbox_id = ?2",
-        )?;
-        for mut row in rows {
-            let in_doubt = row.state == OutboxState::Attempting;
-            mark.execute(params![tenant.0, row.id, now.0, lease_until.0])?;
-            // An in-doubt message keeps the time of the attempt whose outcome was lost: that is
-            // where a reconciliation must look.
-            if !in_doubt {
-                row.attempted_at = Some(now);
-            }
-            row.state = OutboxState::Attempting;
-            row.attempts += 1;
-            claimed.push(Claimed { row, in_doubt });
+        for row in stmt.query_map(params![tenant.0, now.0, lease_until.0, left as i64], outbox_from_row)? {
+            claimed.push(Claimed { row: row?, in_doubt });
         }
     }
     tx.commit()?;
+    claimed.sort_by_key(|c| (!c.in_doubt, c.row.due_at, c.row.id));
     Ok(claimed)
 }
 
-fn complete_blocking(conn: &mut Connection, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
+fn complete_blocking(conn: &mut Connection, tenant: TenantId, outcomes: &[(i64, Outcome)], logged: bool) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = Millis::now();
     {
@@ -263,8 +303,9 @@ fn complete_blocking(conn: &mut Connection, tenant: TenantId, outcomes: &[(i64, 
              WHERE tenant_id = ?1 AND outbox_id = ?2",
         )?;
         for (id, outcome) in outcomes {
-            let (state, remote, code, message, due, logged) = outcome_columns(outcome);
-            stmt.execute(params![tenant.0, id, state.as_str(), remote, code, message, due, logged, now.0])?;
+            let (state, remote, code, message, due, owed) = outcome_columns(outcome);
+            let done = if logged { 1 } else { owed };
+            stmt.execute(params![tenant.0, id, state.as_str(), remote, code, message, due, done, now.0])?;
         }
     }
     tx.commit()?;
@@ -509,23 +550,15 @@ impl ReachStore for SqliteStore {
     }
 
     async fn enqueue(&self, tenant: TenantId, batch: EnqueueBatch) -> Result<Vec<Enqueued>> {
-        self.write(move |w| enqueue_blocking(&mut w.conn, tenant, &batch)).await
+        self.write(move |w| enqueue_blocking(w, tenant, &batch)).await
     }
 
-    async fn ledgers(&self, tenant: TenantId, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>> {
+    async fn ledgers(&self, tenant: TenantId, horizon: Millis, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>> {
         let profiles = profiles.to_vec();
-        self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT sends FROM reach_ledger WHERE tenant_id = ?1 AND profile_id = ?2")?;
-            let mut out = Vec::with_capacity(profiles.len());
-            for p in &profiles {
-                let text: Option<String> = stmt.query_row(params![tenant.0, p], |r| r.get(0)).optional()?;
-                out.push(match text {
-                    Some(t) => serde_json::from_str(&t)
-                        .map_err(|e| StoreError::Corrupt(format!("ledger of profile {p}: {e}")))?,
-                    None => Vec::new(),
-                });
-            }
+        self.write(move |w| {
+            let ledger = current_ledger(&mut w.ledgers, &w.conn, tenant, horizon)?;
+            let out = profiles.iter().map(|p| ledger.get(*p)).collect();
+            w.ledgers.insert(tenant, ledger);
             Ok(out)
         })
         .await
@@ -537,7 +570,12 @@ impl ReachStore for SqliteStore {
 
     async fn complete(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
         let outcomes = outcomes.to_vec();
-        self.write(move |w| complete_blocking(&mut w.conn, tenant, &outcomes)).await
+        self.write(move |w| complete_blocking(&mut w.conn, tenant, &outcomes, false)).await
+    }
+
+    async fn complete_logged(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
+        let outcomes = outcomes.to_vec();
+        self.write(move |w| complete_blocking(&mut w.conn, tenant, &outcomes, true)).await
     }
 
     async fn unlogged(&self, tenant: TenantId, limit: usize) -> Result<Vec<OutboxRow>> {
@@ -634,6 +672,18 @@ impl ReachStore for SqliteStore {
                 |r| r.get(0),
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn has_pending(&self, tenant: TenantId, campaign_id: i64) -> Result<bool> {
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2
+                     AND state IN ('queued', 'attempting', 'task'))",
+                params![tenant.0, campaign_id],
+                |r| r.get(0),
+            )?)
         })
         .await
     }

@@ -73,6 +73,7 @@ conformance! {
         claims_take_due_rows_in_order_and_lease_them,
         outcomes_set_states_remote_ids_and_errors,
         unlogged_lists_outcomes_until_marked,
+        outcomes_recorded_as_logged_owe_nothing,
         outbox_rows_page_by_id_per_campaign,
         cancelling_stops_only_what_was_not_attempted,
         task_rows_are_the_recipients_of_one_task,
@@ -86,6 +87,7 @@ conformance! {
         concurrent_claims_never_share_a_row,
         concurrent_enqueues_never_exceed_the_daily_cap,
         a_lease_lost_with_its_process_comes_back_in_doubt,
+        the_ledger_is_rebuilt_from_the_outbox_on_reopen,
     ],
 }
 
@@ -269,12 +271,13 @@ async fn a_first_batch_queues_everything_and_reserves_it(store: Arc<dyn Store>) 
     ensure!(rows.windows(2).all(|w| w[0].id < w[1].id), "outbox ids increase in input order");
 
     // In the order asked, unknown profiles (and repeats) included.
-    let ledgers = store.ledgers(a, &[3, 99, 1, 3]).await?;
+    let ledgers = store.ledgers(a, Millis(0), &[3, 99, 1, 3]).await?;
     assert_eq!(ledgers, vec![vec![reserved(at)], vec![], vec![reserved(at)], vec![reserved(at)]]);
-    assert_eq!(store.ledgers(a, &[]).await?, Vec::<Vec<Sent>>::new());
+    assert_eq!(store.ledgers(a, Millis(0), &[]).await?, Vec::<Vec<Sent>>::new());
 
     assert_eq!(store.outbox_counts(a, c).await?, vec![(OutboxState::Queued, 3)]);
     assert_eq!(store.outbox_pending(a, Some(c)).await?, 3);
+    assert!(store.has_pending(a, c).await? && !store.has_pending(a, c + 100).await?);
     assert_eq!(store.outbox_pending(a, None).await?, 3);
     assert_eq!(store.outbox_pending(a, Some(c + 100)).await?, 0);
     assert_eq!(store.hold_counts(a, c).await?, vec![]);
@@ -297,19 +300,23 @@ async fn a_second_marketing_batch_the_same_day_is_held(store: Arc<dyn Store>) ->
     assert_eq!(store.hold_counts(a, c1).await?, vec![]);
     assert_eq!(all_rows(&store, a, c2).await?, vec![], "held messages are not queued");
     assert_eq!(store.outbox_pending(a, None).await?, 3);
-    assert_eq!(store.ledgers(a, &[1, 2, 3]).await?, vec![vec![reserved(morning)]; 3], "a hold reserves nothing");
+    assert_eq!(
+        store.ledgers(a, Millis(0), &[1, 2, 3]).await?,
+        vec![vec![reserved(morning)]; 3],
+        "a hold reserves nothing"
+    );
 
     // Service messages are not marketing: the cap neither counts nor holds them.
     assert_eq!(store.enqueue(a, service(c3, later, items(c3, &[1]))).await?, queued(later, 1));
     let service_send = Sent { marketing: false, ..reserved(later) };
-    assert_eq!(store.ledgers(a, &[1]).await?, vec![vec![reserved(morning), service_send.clone()]]);
+    assert_eq!(store.ledgers(a, Millis(0), &[1]).await?, vec![vec![reserved(morning), service_send.clone()]]);
 
     // The next day the daily cap allows one again, and a held key may be queued then.
     let tomorrow = plus(morning, 24 * HOUR);
     assert_eq!(store.enqueue(a, marketing(c2, tomorrow, items(c2, &[1, 2, 3]))).await?, queued(tomorrow, 3));
     assert_eq!(all_rows(&store, a, c2).await?.len(), 3);
     assert_eq!(
-        store.ledgers(a, &[1, 2]).await?,
+        store.ledgers(a, Millis(0), &[1, 2]).await?,
         vec![vec![reserved(morning), service_send, reserved(tomorrow)], vec![reserved(morning), reserved(tomorrow)]]
     );
     assert_eq!(store.hold_counts(a, c2).await?, vec![("frequency:marketing_daily".to_string(), 3)]);
@@ -322,13 +329,13 @@ async fn re_enqueueing_the_same_keys_changes_nothing(store: Arc<dyn Store>) -> R
     let at = noon();
     assert_eq!(store.enqueue(a, marketing(c, at, items(c, &[1, 2]))).await?, queued(at, 2));
     let rows = all_rows(&store, a, c).await?;
-    let ledgers = store.ledgers(a, &[1, 2]).await?;
+    let ledgers = store.ledgers(a, Millis(0), &[1, 2]).await?;
 
     // Planning resumed after a crash: the same keys again, an hour later.
     let again = store.enqueue(a, marketing(c, plus(at, HOUR), items(c, &[1, 2]))).await?;
     assert_eq!(again, vec![Enqueued::Duplicate; 2]);
     assert_eq!(all_rows(&store, a, c).await?, rows);
-    assert_eq!(store.ledgers(a, &[1, 2]).await?, ledgers);
+    assert_eq!(store.ledgers(a, Millis(0), &[1, 2]).await?, ledgers);
     assert_eq!(store.hold_counts(a, c).await?, vec![], "a duplicate is not a hold");
 
     // The part already done is skipped, the rest queued.
@@ -339,7 +346,7 @@ async fn re_enqueueing_the_same_keys_changes_nothing(store: Arc<dyn Store>) -> R
     assert_eq!(after[..2], rows[..]);
     assert_eq!((after[2].profile_id, after[2].due_at), (3, plus(at, HOUR)));
     assert_eq!(
-        store.ledgers(a, &[1, 2, 3]).await?,
+        store.ledgers(a, Millis(0), &[1, 2, 3]).await?,
         vec![ledgers[0].clone(), ledgers[1].clone(), vec![reserved(plus(at, HOUR))]]
     );
     Ok(())
@@ -353,7 +360,7 @@ async fn a_key_repeated_within_a_batch_is_queued_once(store: Arc<dyn Store>) -> 
     assert_eq!(out, vec![Enqueued::Queued { at }, Enqueued::Duplicate, Enqueued::Queued { at }]);
     let rows = all_rows(&store, a, c).await?;
     assert_eq!(rows.iter().map(|r| (r.key.as_str(), r.profile_id)).collect::<Vec<_>>(), [("k", 1), ("k3", 3)]);
-    assert_eq!(store.ledgers(a, &[2]).await?, vec![Vec::<Sent>::new()], "a duplicate reserves nothing");
+    assert_eq!(store.ledgers(a, Millis(0), &[2]).await?, vec![Vec::<Sent>::new()], "a duplicate reserves nothing");
     Ok(())
 }
 
@@ -381,7 +388,10 @@ async fn person_checks_hold_by_their_rule(store: Arc<dyn Store>) -> Result<()> {
     for (rule, profile) in [("unsubscribed", 1), ("suppression:x", 2), ("no_address", 3), ("consent", 4)] {
         assert_eq!(store.holds_for(a, c, rule).await?, vec![profile], "held by {rule}");
     }
-    assert_eq!(store.ledgers(a, &[1, 2, 3, 4, 5]).await?, vec![vec![], vec![], vec![], vec![], vec![reserved(at)]]);
+    assert_eq!(
+        store.ledgers(a, Millis(0), &[1, 2, 3, 4, 5]).await?,
+        vec![vec![], vec![], vec![], vec![], vec![reserved(at)]]
+    );
     let rows = all_rows(&store, a, c).await?;
     assert_eq!(rows.iter().map(|r| r.profile_id).collect::<Vec<_>>(), [5]);
 
@@ -403,7 +413,7 @@ async fn the_same_profile_twice_in_a_batch_counts_the_first(store: Arc<dyn Store
     assert_eq!(out, vec![Enqueued::Queued { at }, held("frequency:marketing_daily"), Enqueued::Queued { at }]);
     let keys: Vec<String> = all_rows(&store, a, c).await?.into_iter().map(|r| r.key).collect();
     assert_eq!(keys, ["a", "c"]);
-    assert_eq!(store.ledgers(a, &[1, 2]).await?, vec![vec![reserved(at)], vec![reserved(at)]]);
+    assert_eq!(store.ledgers(a, Millis(0), &[1, 2]).await?, vec![vec![reserved(at)], vec![reserved(at)]]);
     assert_eq!(store.holds_for(a, c, "frequency:marketing_daily").await?, vec![1]);
 
     // Uncapped (service) messages to one person in one batch are all queued and all reserved.
@@ -411,7 +421,7 @@ async fn the_same_profile_twice_in_a_batch_counts_the_first(store: Arc<dyn Store
     let out = store.enqueue(a, service(s, at, vec![item(3, "d"), item(3, "e")])).await?;
     assert_eq!(out, queued(at, 2));
     let service_send = Sent { marketing: false, ..reserved(at) };
-    assert_eq!(store.ledgers(a, &[3]).await?, vec![vec![service_send.clone(), service_send]]);
+    assert_eq!(store.ledgers(a, Millis(0), &[3]).await?, vec![vec![service_send.clone(), service_send]]);
     Ok(())
 }
 
@@ -428,7 +438,7 @@ async fn quiet_hours_move_marketing_to_their_end(store: Arc<dyn Store>) -> Resul
     let row = all_rows(&store, a, m).await?.pop().context("the queued message")?;
     assert_eq!((row.due_at, row.sender.as_deref()), (wake, Some("zhang")));
     let moved = Sent { staff: Some("zhang".into()), ..reserved(wake) };
-    assert_eq!(store.ledgers(a, &[1]).await?, vec![vec![moved]]);
+    assert_eq!(store.ledgers(a, Millis(0), &[1]).await?, vec![vec![moved]]);
 
     // Quiet hours concern marketing only.
     let mut notice = service(s, late, items(s, &[2]));
@@ -448,15 +458,15 @@ async fn enqueue_is_isolated(store: Arc<dyn Store>) -> Result<()> {
     let ca = campaign(&store, a, "c").await?;
     let at = noon();
     assert_eq!(store.enqueue(a, marketing(ca, at, items(ca, &[1, 2]))).await?, queued(at, 2));
-    assert_eq!(store.ledgers(b, &[1, 2]).await?, vec![Vec::<Sent>::new(); 2], "B sees A's ledger");
+    assert_eq!(store.ledgers(b, Millis(0), &[1, 2]).await?, vec![Vec::<Sent>::new(); 2], "B sees A's ledger");
 
     // The same profile ids (and, as campaign ids are per tenant, likely the same keys) in B.
     let cb = campaign(&store, b, "c").await?;
     let later = plus(at, HOUR);
     assert_eq!(store.enqueue(b, marketing(cb, later, items(cb, &[1, 2]))).await?, queued(later, 2));
     assert_eq!(store.hold_counts(b, cb).await?, vec![]);
-    assert_eq!(store.ledgers(a, &[1, 2]).await?, vec![vec![reserved(at)]; 2]);
-    assert_eq!(store.ledgers(b, &[1, 2]).await?, vec![vec![reserved(later)]; 2]);
+    assert_eq!(store.ledgers(a, Millis(0), &[1, 2]).await?, vec![vec![reserved(at)]; 2]);
+    assert_eq!(store.ledgers(b, Millis(0), &[1, 2]).await?, vec![vec![reserved(later)]; 2]);
     let a_rows = all_rows(&store, a, ca).await?;
     assert_eq!(a_rows.iter().map(|r| r.due_at).collect::<Vec<_>>(), [at, at]);
     let b_rows = all_rows(&store, b, cb).await?;
@@ -605,6 +615,7 @@ async fn outcomes_set_states_remote_ids_and_errors(store: Arc<dyn Store>) -> Res
     );
     assert_eq!(store.outbox_pending(a, Some(c)).await?, 0);
     assert_eq!(store.outbox_pending(a, None).await?, 0);
+    assert!(!store.has_pending(a, c).await?);
     Ok(())
 }
 
@@ -643,6 +654,36 @@ async fn unlogged_lists_outcomes_until_marked(store: Arc<dyn Store>) -> Result<(
     store.mark_logged(a, &[r[0], r[1]]).await?;
     assert_eq!(unlogged_ids(&store, a, 10).await?, NO_IDS);
     store.mark_logged(a, &[]).await?;
+    Ok(())
+}
+
+async fn outcomes_recorded_as_logged_owe_nothing(store: Arc<dyn Store>) -> Result<()> {
+    let (a, _) = two_tenants(&store).await?;
+    let c = campaign(&store, a, "c").await?;
+    let at = noon();
+    store.enqueue(a, service(c, at, items(c, &[1, 2, 3]))).await?;
+    let r = claimed_ids(&store.claim(a, at, plus(at, MINUTE), 10).await?);
+    store
+        .complete_logged(
+            a,
+            &[
+                (r[0], Outcome::Sent { remote_id: Some("m-1".into()) }),
+                (r[1], failed("blocked", "no")),
+                (r[2], Outcome::Retry { at: plus(at, DAY), code: "busy".into(), message: "later".into() }),
+            ],
+        )
+        .await?;
+    assert_eq!(unlogged_ids(&store, a, 10).await?, NO_IDS, "the events were logged with the outcomes");
+    let rows = all_rows(&store, a, c).await?;
+    let states: Vec<_> = rows.iter().map(|r| (r.state, r.logged, r.remote_id.as_deref())).collect();
+    assert_eq!(
+        states,
+        [(OutboxState::Sent, true, Some("m-1")), (OutboxState::Failed, true, None), (OutboxState::Queued, true, None)]
+    );
+    assert_eq!((rows[1].error_code.as_deref(), rows[2].due_at), (Some("blocked"), plus(at, DAY)));
+    // The same outcome recorded the other way owes its event.
+    store.complete(a, &[(r[0], Outcome::Delivered)]).await?;
+    assert_eq!(unlogged_ids(&store, a, 10).await?, [r[0]]);
     Ok(())
 }
 
@@ -966,7 +1007,7 @@ async fn concurrent_enqueues_never_exceed_the_daily_cap(db: Db) -> Result<()> {
     }
     let once: BTreeMap<ProfileId, usize> = profiles.iter().map(|p| (*p, 1)).collect();
     assert_eq!(queued_per_profile, once, "exactly one message per person");
-    let ledgers = second.ledgers(a, &profiles).await?;
+    let ledgers = second.ledgers(a, Millis(0), &profiles).await?;
     assert!(ledgers.iter().all(|l| l.len() == 1), "one reservation each: {ledgers:?}");
     let mut rows = 0;
     let mut holds = 0;
@@ -975,6 +1016,34 @@ async fn concurrent_enqueues_never_exceed_the_daily_cap(db: Db) -> Result<()> {
         holds += first.hold_counts(a, c).await?.iter().map(|(_, n)| n).sum::<u64>();
     }
     assert_eq!((rows, holds), (20, 100));
+    Ok(())
+}
+
+/// The ledger is the outbox read by person: a process that opens the store later (nothing in
+/// memory) holds back exactly what the first one reserved, retries included at their reserved time.
+async fn the_ledger_is_rebuilt_from_the_outbox_on_reopen(db: Db) -> Result<()> {
+    let at = noon();
+    let (a, c1, c2) = {
+        let store = db.open().await?;
+        let (a, _) = two_tenants(&store).await?;
+        let (c1, c2) = (campaign(&store, a, "c1").await?, campaign(&store, a, "c2").await?);
+        assert_eq!(store.enqueue(a, marketing(c1, at, items(c1, &[1, 2]))).await?, queued(at, 2));
+        // A retry moves the message's due time, not what it reserved.
+        let r = claimed_ids(&store.claim(a, at, plus(at, MINUTE), 10).await?);
+        store
+            .complete(a, &[(r[0], Outcome::Retry { at: plus(at, DAY), code: "x".into(), message: "y".into() })])
+            .await?;
+        (a, c1, c2)
+    };
+    let store = db.open().await?;
+    assert_eq!(store.ledgers(a, Millis(0), &[1, 2, 3]).await?, vec![vec![reserved(at)], vec![reserved(at)], vec![]]);
+    let later = plus(at, HOUR);
+    let out = store.enqueue(a, marketing(c2, later, items(c2, &[1, 2, 3]))).await?;
+    assert_eq!(
+        out,
+        vec![held("frequency:marketing_daily"), held("frequency:marketing_daily"), Enqueued::Queued { at: later }]
+    );
+    assert_eq!(all_rows(&store, a, c1).await?.len(), 2);
     Ok(())
 }
 
