@@ -103,16 +103,31 @@ pub trait Connector: Send + Sync {
         })
     }
 
-    /// For connectors that create tasks: each recipient's state for a task created by `send`.
-    /// The default answers that this connector creates none.
-    async fn task_results(&self, task_id: &str, sender: &str) -> Result<Vec<(String, TaskRecipientStatus)>, SendError> {
-        let _ = sender;
-        Err(SendError {
+    /// For connectors that create tasks: reminds the sender of a task they have not confirmed.
+    async fn remind_task(&self, task_id: &str) -> Result<(), SendError> {
+        Err(self.no_tasks(task_id))
+    }
+
+    /// For connectors that create tasks: stops a task (before it is sent again by someone else).
+    async fn cancel_task(&self, task_id: &str) -> Result<(), SendError> {
+        Err(self.no_tasks(task_id))
+    }
+
+    /// The answer of a connector that creates no tasks.
+    fn no_tasks(&self, task_id: &str) -> SendError {
+        SendError {
             connector: self.name(),
             code: "no_tasks".into(),
             message: format!("{} does not create tasks (asked about {task_id})", self.name()),
             retryable: false,
             retry_after: None,
-        })
+        }
+    }
+
+    /// For connectors that create tasks: each recipient's state for a task created by `send`.
+    /// The default answers that this connector creates none.
+    async fn task_results(&self, task_id: &str, sender: &str) -> Result<Vec<(String, TaskRecipientStatus)>, SendError> {
+        let _ = sender;
+        Err(self.no_tasks(task_id))
     }
 }

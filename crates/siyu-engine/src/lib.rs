@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use siyu_model::event::TimeLimits;
+use siyu_model::reach::template::Purpose;
 use siyu_model::{CannotLink, Event, Industry, ProfileId, Seq, TenantId, TenantSettings};
 use siyu_model::{Channel, Fen, Millis};
 use siyu_store::{AppendOutcome, KeyKind, MembershipChange, ReplayRow, Store, StoreError, TenantRecord};
@@ -489,6 +490,7 @@ fn apply_row(state: &mut TenantState, row: &ReplayRow<'_>) -> Result<(), StoreEr
         group_id: row.group_id,
         traits: row.traits,
         properties: None,
+        consent_purpose: Purpose::consent_code(row.consent_purpose),
     };
     state.apply_ref(row.seq, &event);
     Ok(())
@@ -544,6 +546,7 @@ struct OwnedRow {
     source_id: Option<String>,
     group_id: Option<String>,
     traits: Option<String>,
+    consent_purpose: Option<String>,
 }
 
 impl OwnedRow {
@@ -560,6 +563,7 @@ impl OwnedRow {
             source_id: row.source_id.map(str::to_string),
             group_id: row.group_id.map(str::to_string),
             traits: row.traits.map(str::to_string),
+            consent_purpose: row.consent_purpose.map(str::to_string),
         }
     }
 
@@ -576,6 +580,7 @@ impl OwnedRow {
             source_id: self.source_id.as_deref(),
             group_id: self.group_id.as_deref(),
             traits: self.traits.as_deref(),
+            consent_purpose: self.consent_purpose.as_deref(),
         }
     }
 }

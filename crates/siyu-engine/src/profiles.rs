@@ -43,6 +43,8 @@ pub struct EventRef<'a> {
     pub group_id: Option<&'a str>,
     pub traits: Option<&'a str>,
     pub properties: Option<&'a str>,
+    /// A consent event's purpose as its fact keeps it (`Purpose::consent_code`).
+    pub consent_purpose: u8,
 }
 
 /// The identities of an event as refs (reused buffer, no allocation once warm).
@@ -65,7 +67,24 @@ impl<'a> EventRef<'a> {
             group_id: event.group_id.as_deref(),
             traits: event.traits.as_deref().map(|t| t.get()),
             properties: event.properties.as_deref().map(|p| p.get()),
+            consent_purpose: consent_purpose_of(event),
         }
+    }
+}
+
+/// `properties.purpose` of a consent event, coded; parsed only for consent events.
+fn consent_purpose_of(event: &Event) -> u8 {
+    use siyu_model::reach::template::Purpose;
+    if !matches!(event.kind.as_str(), "consent_granted" | "consent_revoked") {
+        return Purpose::ANY;
+    }
+    // Consent events are rare: a full parse of their properties costs nothing that matters.
+    let properties = event.properties.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok());
+    // As the replay reads it back (the JSON value as text): a number is a purpose siyu does not know.
+    match properties.as_ref().and_then(|p| p.get("purpose")) {
+        None | Some(serde_json::Value::Null) => Purpose::ANY,
+        Some(serde_json::Value::String(text)) => Purpose::consent_code(Some(text)),
+        Some(_) => Purpose::OTHER,
     }
 }
 
@@ -315,6 +334,7 @@ impl Profiles {
             amount: event.amount.unwrap_or_default(),
             code,
             channel: event.channel,
+            purpose: event.consent_purpose,
             account: self.accounts.intern(event.account),
             group: event.group_id.map(|g| self.groups.intern(g)).unwrap_or(0),
             source,

@@ -191,6 +191,7 @@ fn person_reach(
     state: &TenantState,
     id: ProfileId,
     channel: Channel,
+    purpose: Purpose,
     loose: bool,
 ) -> (PersonReach, Option<(String, String)>) {
     let mut person = PersonReach::default();
@@ -208,7 +209,18 @@ fn person_reach(
         }
     }
     person.has_address = address.is_some();
-    person.consent_revoked = profile.state.consent_revoked;
+    // Consent is per purpose and channel: the latest consent event that applies decides, and
+    // one without a purpose applies to every purpose on every channel (docs/reach.md).
+    let mut consent = None;
+    for fact in &profile.facts {
+        let kind = EventType::from_code(fact.code);
+        if matches!(kind, Some(EventType::ConsentGranted | EventType::ConsentRevoked))
+            && (fact.purpose == Purpose::ANY || (fact.purpose == purpose.code() && fact.channel == channel))
+        {
+            consent = kind;
+        }
+    }
+    person.consent_revoked = consent == Some(EventType::ConsentRevoked);
     let (mut opted_out, mut opted_in) = (None, None);
     for fact in profile.facts.iter().filter(|f| f.channel == channel) {
         let at = Some(fact.ts);
@@ -584,7 +596,7 @@ impl Engine {
             let audience = self.audience(&state, &spec.audience)?;
             let mut judged = Vec::with_capacity(audience.len());
             for &id in &audience {
-                let (mut person, _) = person_reach(&state, id, spec.channel, loose);
+                let (mut person, _) = person_reach(&state, id, spec.channel, plan.purpose, loose);
                 person.suppressed_by = Self::suppressed_by(&plan, &state, id);
                 judged.push((id, person));
             }
@@ -680,7 +692,7 @@ impl Engine {
                 let state = runtime.state.read();
                 let mut items = Vec::with_capacity(chunk.len());
                 for &pid in chunk {
-                    let (mut person, address) = person_reach(&state, pid, spec.channel, loose);
+                    let (mut person, address) = person_reach(&state, pid, spec.channel, plan.purpose, loose);
                     person.suppressed_by = Self::suppressed_by(&plan, &state, pid);
                     // Someone the person checks hold (the store judges them again) needs no message.
                     let held = plan.guardrails.check_person(&person, &request).is_some();

@@ -245,6 +245,7 @@ mod tests {
             amount: Fen(fen),
             code: code.code(),
             channel: Channel::Douyin,
+            purpose: 0,
             account: 0,
             group: 0,
             source: 0,

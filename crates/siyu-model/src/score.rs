@@ -234,6 +234,9 @@ pub struct Fact {
     pub amount: Fen,
     pub code: u16,
     pub channel: Channel,
+    /// A consent event's purpose (`properties.purpose`, see `Purpose::consent_code`); 0 on
+    /// every other event. It fits in the struct's padding.
+    pub purpose: u8,
     pub account: u32,
     pub group: u32,
     pub source: u32,
@@ -959,6 +962,7 @@ mod tests {
             amount: Fen(0),
             code: code.code(),
             channel: Channel::Douyin,
+            purpose: 0,
             account: 1,
             group: 0,
             source: 0,

@@ -367,7 +367,7 @@ impl Dispatcher {
                 Ok(c) => c,
                 Err(_) => continue,
             };
-            let sender = task.reassigned_to.clone().unwrap_or_else(|| task.sender.clone());
+            let sender = task.sender.clone();
             let statuses = match connector.task_results(&task.task_id, &sender).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -405,24 +405,41 @@ impl Dispatcher {
             if open == 0 {
                 task.state = TaskState::Delivered;
             } else if now > task.deadline {
+                let span = task.deadline.0 - task.created_at.0;
                 if task.chased_at.is_none() {
-                    // Chased once: the deadline moves on by the same span, and the chase is on record.
+                    // Chased once: WeCom reminds the sender, the deadline moves on by the same
+                    // span, and the chase is on record.
                     tracing::info!(tenant = %tenant, task = %task.task_id, sender = %sender, "staff task unconfirmed past its deadline: chased");
+                    if let Err(e) = connector.remind_task(&task.task_id).await {
+                        tracing::warn!(tenant = %tenant, task = %task.task_id, error = %e, "reminding the sender failed");
+                    }
                     task.chased_at = Some(now);
-                    task.deadline = Millis(now.0 + (task.deadline.0 - task.created_at.0));
+                    task.deadline = Millis(now.0 + span);
                 } else {
                     task.state = TaskState::Expired;
-                    for row in rows
+                    let unsent: Vec<&OutboxRow> = rows
                         .iter()
                         .filter(|r| !status.get(&r.recipient_value).is_some_and(|s| *s != TaskRecipientStatus::Unsent))
-                    {
-                        outcomes.push((
-                            row.clone(),
-                            Outcome::Failed {
-                                code: "task_expired".into(),
-                                message: format!("{sender} did not confirm"),
-                            },
-                        ));
+                        .collect();
+                    let reassigned = match self.reassignee(tenant, &task).await? {
+                        Some(to) if !unsent.is_empty() => {
+                            self.reassign(tenant, &connector, &task, &to, &unsent, Millis(now.0 + span), &mut outcomes)
+                                .await
+                        }
+                        _ => None,
+                    };
+                    if let Some(to) = reassigned {
+                        task.reassigned_to = Some(to);
+                    } else {
+                        for row in unsent {
+                            outcomes.push((
+                                row.clone(),
+                                Outcome::Failed {
+                                    code: "task_expired".into(),
+                                    message: format!("{sender} did not confirm"),
+                                },
+                            ));
+                        }
                     }
                 }
             }
@@ -433,6 +450,90 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+}
+
+impl Dispatcher {
+    /// Who an expired task goes to: a task of the campaign's own sender is reassigned once, to
+    /// the first other staff member of the send account (`staff`); a reassigned one is not.
+    async fn reassignee(&self, tenant: TenantId, task: &StaffTask) -> anyhow::Result<Option<String>> {
+        let Some(account) = self.engine.send_account(tenant, &task.account)? else { return Ok(None) };
+        let original = match self.engine.campaign(tenant, task.campaign_id).await {
+            Ok(campaign) => campaign.spec.sender,
+            Err(_) => None,
+        };
+        if original.as_deref() != Some(task.sender.as_str()) {
+            return Ok(None);
+        }
+        Ok(account.staff.into_iter().find(|s| *s != task.sender))
+    }
+
+    /// Stops the task and sends its unconfirmed recipients as new tasks of `to` (their outbox
+    /// rows follow the new task ids). Answers `to` once done; `None` when the task could not be
+    /// stopped, so it expires as if nobody else could take it.
+    #[allow(clippy::too_many_arguments)]
+    async fn reassign(
+        &self,
+        tenant: TenantId,
+        connector: &Arc<dyn Connector>,
+        task: &StaffTask,
+        to: &str,
+        unsent: &[&OutboxRow],
+        deadline: Millis,
+        outcomes: &mut Vec<(OutboxRow, Outcome)>,
+    ) -> Option<String> {
+        if let Err(e) = connector.cancel_task(&task.task_id).await {
+            tracing::warn!(tenant = %tenant, task = %task.task_id, error = %e, "stopping the task failed: it expires");
+            return None;
+        }
+        let mut batch = Vec::with_capacity(unsent.len());
+        let mut sendable = Vec::with_capacity(unsent.len());
+        for row in unsent {
+            match outbound_of(row) {
+                Ok(mut outbound) => {
+                    outbound.sender = Some(to.to_string());
+                    batch.push(outbound);
+                    sendable.push(*row);
+                }
+                Err(message) => {
+                    outcomes.push(((*row).clone(), Outcome::Failed { code: "bad_message".into(), message }))
+                }
+            }
+        }
+        let now = Millis::now();
+        let mut created: HashMap<String, u64> = HashMap::new();
+        for (row, result) in sendable.into_iter().zip(connector.send(&batch).await) {
+            let outcome = match result {
+                Ok(Accepted::Task { task_id }) => {
+                    *created.entry(task_id.clone()).or_default() += 1;
+                    Outcome::Task { task_id }
+                }
+                Ok(Accepted::Sent { remote_id }) => Outcome::Sent { remote_id },
+                Err(e) => Outcome::Failed { code: e.code.clone(), message: e.message.clone() },
+            };
+            outcomes.push((row.clone(), outcome));
+        }
+        for (task_id, recipients) in created {
+            tracing::info!(tenant = %tenant, from = %task.task_id, to = %task_id, staff = %to, recipients, "staff task reassigned");
+            let new = StaffTask {
+                task_id,
+                campaign_id: task.campaign_id,
+                account: task.account.clone(),
+                sender: to.to_string(),
+                state: TaskState::Assigned,
+                recipients,
+                delivered: 0,
+                created_at: now,
+                deadline,
+                chased_at: None,
+                reassigned_to: None,
+                updated_at: now,
+            };
+            if let Err(e) = self.engine.upsert_task(tenant, &new).await {
+                tracing::warn!(tenant = %tenant, task = %new.task_id, error = %e, "recording the reassigned task failed");
+            }
+        }
+        Some(to.to_string())
     }
 }
 

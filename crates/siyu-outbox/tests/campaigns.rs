@@ -77,6 +77,7 @@ both_backends!(
     quiet_hours_move_marketing_to_their_end,
     wecom_mass_sends_are_tasks_staff_confirm_or_let_expire,
     a_holdout_makes_the_lift_measurable,
+    consent_is_per_purpose_and_channel_and_survives_a_rebuild,
 );
 
 fn event(id: &str, kind: &str, identities: &[(&str, &str)], at: Millis) -> Event {
@@ -220,6 +221,76 @@ async fn drain(dispatcher: &Dispatcher, tenant: TenantId, engine: &Engine) -> Re
 
 fn held(report: &siyu_engine::reach::CampaignReport) -> BTreeMap<String, u64> {
     report.held.iter().cloned().collect()
+}
+
+/// Consent events may name a purpose (`properties.purpose`); they then apply to that purpose on
+/// their channel, while one without a purpose applies to everything. The same verdicts come from
+/// an engine that rebuilt the state from the log (the replay reads the purpose back).
+async fn consent_is_per_purpose_and_channel_and_survives_a_rebuild(db: Db) -> Result<()> {
+    let engine = db.engine().await?;
+    let tenant = engine.create_tenant("consent", Industry::ConsumerGoods).await?.record.id;
+    let mut settings = engine.settings(tenant)?;
+    settings.reach.quiet_hours = None;
+    engine.update_settings(tenant, settings).await?;
+    let receiver = StandInReceiver::start("s3cret").await?;
+    webhook_account(&engine, tenant, &receiver, "s3cret").await?;
+    let at = Millis(Millis::now().0 - 3_600_000);
+    let consent = |id: &str, who: &str, kind: &str, purpose: Option<&str>, channel: Channel, step: i64| {
+        let mut e = event(id, kind, &[("wecom_external_userid", who)], Millis(at.0 + step));
+        e.channel = channel;
+        e.properties = purpose.map(|p| serde_json::value::to_raw_value(&serde_json::json!({"purpose": p})).unwrap());
+        e
+    };
+    let mut events: Vec<Event> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|w| event(&format!("add-{w}"), "wecom_add", &[("wecom_external_userid", w)], at))
+        .collect();
+    events.extend([
+        // a: marketing revoked on WeCom.
+        consent("a1", "a", "consent_revoked", Some("marketing"), Channel::Wecom, 1),
+        // b: marketing revoked on Douyin only.
+        consent("b1", "b", "consent_revoked", Some("marketing"), Channel::Douyin, 1),
+        // c: everything revoked.
+        consent("c1", "c", "consent_revoked", None, Channel::Wecom, 1),
+        // d: marketing revoked, then granted again, on WeCom.
+        consent("d1", "d", "consent_revoked", Some("marketing"), Channel::Wecom, 1),
+        consent("d2", "d", "consent_granted", Some("marketing"), Channel::Wecom, 2),
+        // e: everything revoked, then service granted on WeCom.
+        consent("e1", "e", "consent_revoked", None, Channel::Wecom, 1),
+        consent("e2", "e", "consent_granted", Some("service"), Channel::Wecom, 2),
+        // f: a purpose siyu does not send for changes nothing.
+        consent("f1", "f", "consent_revoked", Some("newsletter"), Channel::Wecom, 1),
+    ]);
+    engine.ingest(tenant, "test", events).await?;
+    let segment = everyone(&engine, tenant).await?;
+    let (marketing, service) =
+        (template(&engine, tenant, "marketing").await?, template(&engine, tenant, "service").await?);
+    let verdicts = |engine: Arc<Engine>| async move {
+        let mut out = Vec::new();
+        for template_id in [marketing, service] {
+            let dry = engine.dry_run(tenant, &spec(template_id, segment, SendScope::Direct)).await?;
+            out.push((dry.would_send, dry.held.clone()));
+        }
+        anyhow::Ok(out)
+    };
+    let before = verdicts(engine.clone()).await?;
+    // Marketing: a, c and e held; service: only c (e's service grant is later than the revoke).
+    assert_eq!(before[0], (3, vec![("consent".to_string(), 3)]), "marketing");
+    assert_eq!(before[1], (5, vec![("consent".to_string(), 1)]), "service");
+    engine.shutdown();
+
+    // A second engine on the same store rebuilds the state from the log.
+    let rebuilt = db.engine().await?;
+    assert_eq!(verdicts(rebuilt.clone()).await?, before, "the replay keeps the consent purposes");
+    // The plan holds the same people; the daily cap then holds the rest for a second campaign.
+    let id = rebuilt.create_campaign(tenant, "m", &spec(marketing, segment, SendScope::Direct)).await?.id;
+    rebuilt.plan_campaign(tenant, id).await?;
+    let report = rebuilt.campaign_report(tenant, id).await?;
+    assert_eq!((report.planned, held(&report)), (3, BTreeMap::from([("consent".to_string(), 3)])));
+    let again = verdicts(rebuilt.clone()).await?;
+    assert_eq!(again[0], (0, vec![("consent".to_string(), 3), ("frequency:marketing_daily".to_string(), 3)]));
+    rebuilt.shutdown();
+    Ok(())
 }
 
 async fn a_campaign_names_every_hold_and_reaches_each_member_once(db: Db) -> Result<()> {
@@ -498,6 +569,49 @@ async fn wecom_mass_sends_are_tasks_staff_confirm_or_let_expire(db: Db) -> Resul
     ensure!(tasks.len() == 1 && tasks[0].state == TaskState::Expired && tasks[0].chased_at.is_some(), "{tasks:?}");
     let report = engine.campaign_report(tenant, id).await?;
     ensure!(report.failures == vec![("task_expired".to_string(), reached)], "failures {:?}", report.failures);
+    let li_task = stand_in.state.received().templates.into_iter().find(|t| t.msgid == tasks[0].task_id).unwrap();
+    ensure!(li_task.reminders == 1 && !li_task.cancelled, "chased through WeCom's reminder: {li_task:?}");
+
+    // Zhou does not confirm either, but the account names someone to take over: at the second
+    // deadline zhou's task is stopped in WeCom and its recipients go to wang, who confirms.
+    for customer in crowd.open.iter().chain(&crowd.unsubscribed) {
+        stand_in.state.add_contact("zhou", customer);
+        stand_in.state.add_contact("wang", customer);
+    }
+    let mut settings = engine.settings(tenant)?;
+    settings.send_accounts.get_mut("hook").unwrap().staff = vec!["zhou".into(), "wang".into()];
+    engine.update_settings(tenant, settings).await?;
+    let mut handed_over = spec(service, segment, SendScope::Mass);
+    handed_over.sender = Some("zhou".into());
+    handed_over.confirm_hours = Some(0);
+    let id = engine.create_campaign(tenant, "zhou", &handed_over).await?.id;
+    let mut wang = None;
+    for _ in 0..200 {
+        dispatcher.tick(tenant).await?;
+        let tasks = engine.staff_tasks(tenant, Some(id)).await?;
+        if let Some(task) = tasks.iter().find(|t| t.sender == "wang") {
+            wang = Some(task.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wang = wang.context("the task was never reassigned")?;
+    ensure!(wang.state == TaskState::Assigned && wang.recipients == reached, "{wang:?}");
+    ensure!(stand_in.state.confirm(&wang.task_id), "wang's task is in WeCom");
+    drain(&dispatcher, tenant, &engine).await?;
+    let tasks = engine.staff_tasks(tenant, Some(id)).await?;
+    let zhou = tasks.iter().find(|t| t.sender == "zhou").context("zhou's task")?;
+    ensure!(zhou.state == TaskState::Expired && zhou.reassigned_to.as_deref() == Some("wang"), "{tasks:?}");
+    let wang = tasks.iter().find(|t| t.sender == "wang").context("wang's task")?;
+    ensure!(wang.state == TaskState::Delivered && wang.delivered == reached, "{tasks:?}");
+    let received = stand_in.state.received();
+    ensure!(received.templates.iter().any(|t| t.msgid == zhou.task_id && t.cancelled), "zhou's task was stopped");
+    let report = engine.campaign_report(tenant, id).await?;
+    ensure!(report.delivered == reached && report.failures.is_empty(), "{report:?}");
+    for customer in crowd.open.iter().chain(&crowd.unsubscribed) {
+        // Zhang's, li's (expired, not stopped) and wang's tasks; zhou's was stopped before it reached anyone.
+        ensure!(received.messages_to(customer) == 3, "{customer}: {}", received.messages_to(customer));
+    }
     Ok(())
 }
 

@@ -95,6 +95,15 @@ pub struct ReplayRow<'a> {
     pub source_id: Option<&'a str>,
     pub group_id: Option<&'a str>,
     pub traits: Option<&'a str>,
+    /// `properties.purpose` of a consent event (none on other events): the one property the
+    /// fold keeps, read without the rest of the properties.
+    pub consent_purpose: Option<&'a str>,
+}
+
+/// The replay's column for a consent event's purpose, given the back-end's expression for
+/// `properties.purpose` as text.
+pub(crate) fn consent_purpose_sql(json_text: &str) -> String {
+    format!("CASE WHEN event_type IN ('consent_granted', 'consent_revoked') THEN {json_text} END")
 }
 
 /// Called for each row of a replay; an error stops the replay.

@@ -270,10 +270,11 @@ impl Store for PostgresStore {
     async fn replay(&self, tenant: TenantId, mut after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64> {
         let mut visited = 0;
         loop {
-            let rows: Vec<PgRow> = sqlx::query(
+            let rows: Vec<PgRow> = sqlx::query(&format!(
                 "SELECT seq, event_type, channel, account, ts, amount_fen, identities, source_kind, source_id, \
-                 group_id, traits::text FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
+                 group_id, traits::text, {} FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                crate::consent_purpose_sql("properties->>'purpose'")
+            ))
             .bind(tenant.0)
             .bind(after)
             .bind(REPLAY_PAGE)
@@ -295,6 +296,7 @@ impl Store for PostgresStore {
                         source_id: row.try_get(8)?,
                         group_id: row.try_get(9)?,
                         traits: row.try_get(10)?,
+                        consent_purpose: row.try_get(11)?,
                     };
                     visit(&replay)?;
                     after = replay.seq;

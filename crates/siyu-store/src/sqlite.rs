@@ -406,10 +406,11 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r
 }
 
 fn replay_blocking(conn: &Connection, tenant: TenantId, after: Seq, visit: &mut ReplayVisitor<'_>) -> Result<u64> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, event_type, channel, account, ts, amount_fen, identities, source_kind, source_id, group_id, traits \
-         FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT seq, event_type, channel, account, ts, amount_fen, identities, source_kind, source_id, group_id, traits, \
+         {} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq",
+        crate::consent_purpose_sql("CAST(json_extract(properties, '$.purpose') AS TEXT)")
+    ))?;
     let mut rows = stmt.query(params![tenant.0, after])?;
     let mut visited = 0;
     while let Some(row) = rows.next()? {
@@ -425,6 +426,7 @@ fn replay_blocking(conn: &Connection, tenant: TenantId, after: Seq, visit: &mut 
             source_id: text(row, 8)?,
             group_id: text(row, 9)?,
             traits: text(row, 10)?,
+            consent_purpose: text(row, 11)?,
         };
         visit(&replay)?;
         visited += 1;

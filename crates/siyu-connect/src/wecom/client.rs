@@ -319,6 +319,21 @@ impl WeComClient {
         self.post("/cgi-bin/externalcontact/get_groupmsg_send_result", body).await
     }
 
+    /// `remind_groupmsg_send`: reminds the sender of a task they have not confirmed (at most
+    /// three times a day per task, WeCom's rule).
+    pub async fn remind_groupmsg_send(&self, msgid: &str) -> Result<(), WeComError> {
+        let _: serde_json::Value =
+            self.post("/cgi-bin/externalcontact/remind_groupmsg_send", serde_json::json!({ "msgid": msgid })).await?;
+        Ok(())
+    }
+
+    /// `cancel_groupmsg_send`: stops a task, so its sender can no longer confirm it.
+    pub async fn cancel_groupmsg_send(&self, msgid: &str) -> Result<(), WeComError> {
+        let _: serde_json::Value =
+            self.post("/cgi-bin/externalcontact/cancel_groupmsg_send", serde_json::json!({ "msgid": msgid })).await?;
+        Ok(())
+    }
+
     /// `get_groupmsg_list_v2`: one page of mass messages created in a time range (at most one
     /// month wide).
     pub async fn get_groupmsg_list_v2(&self, query: &GroupMsgQuery) -> Result<GroupMsgPage, WeComError> {

@@ -367,6 +367,14 @@ impl Connector for WeComConnector {
 
     /// Every recipient of the task, paged through `get_groupmsg_send_result`. Statuses WeCom may
     /// add later are reported as [`TaskRecipientStatus::Unsent`] (not known to be delivered).
+    async fn remind_task(&self, task_id: &str) -> Result<(), SendError> {
+        self.client.remind_groupmsg_send(task_id).await.map_err(|e| send_error(&e))
+    }
+
+    async fn cancel_task(&self, task_id: &str) -> Result<(), SendError> {
+        self.client.cancel_groupmsg_send(task_id).await.map_err(|e| send_error(&e))
+    }
+
     async fn task_results(&self, task_id: &str, sender: &str) -> Result<Vec<(String, TaskRecipientStatus)>, SendError> {
         let results = self.all_results(task_id, sender).await.map_err(|e| send_error(&e))?;
         Ok(results

@@ -4,8 +4,9 @@
 //! It answers `gettoken` (tokens expire after [`StandInConfig::token_ttl`]: 42001 for an expired
 //! token, 40014 for an unknown one, 41001 for none) and, with `errcode`/`errmsg` like WeCom,
 //! `externalcontact/list`, `get`, `batch/get_by_user`, `add_msg_template`,
-//! `get_groupmsg_send_result`, `get_groupmsg_list_v2`, `send_welcome_msg`, `mark_tag` and
-//! `add_contact_way`. Customers are the `(staff, external_userid)` pairs it is given (with the
+//! `get_groupmsg_send_result`, `get_groupmsg_list_v2`, `remind_groupmsg_send`,
+//! `cancel_groupmsg_send` (a stopped task can no longer be confirmed), `send_welcome_msg`,
+//! `mark_tag` and `add_contact_way`. Customers are the `(staff, external_userid)` pairs it is given (with the
 //! `state` of the contact way they added through, [`StandInState::add_contact_through`]); a mass task
 //! puts recipients who are not the sender's customers in `fail_list`. Staff confirmation is
 //! simulated by [`StandInState::confirm`] (send results go from 0 to 1).
@@ -93,9 +94,15 @@ pub struct Received {
 }
 
 impl Received {
-    /// How many accepted messages (mass tasks and welcome messages) address this customer.
+    /// How many accepted messages (mass tasks and welcome messages) address this customer; a
+    /// cancelled task only for those it reached before it was stopped.
     pub fn messages_to(&self, external_userid: &str) -> usize {
-        let tasks = self.templates.iter().filter(|t| t.external_userids.iter().any(|id| id == external_userid)).count();
+        let tasks = self
+            .templates
+            .iter()
+            .filter(|t| t.external_userids.iter().any(|id| id == external_userid))
+            .filter(|t| !t.cancelled || t.statuses.get(external_userid) == Some(&1))
+            .count();
         let welcomes = self.welcomes.iter().filter(|w| w.external_userid.as_deref() == Some(external_userid)).count();
         tasks + welcomes
     }
@@ -118,6 +125,10 @@ pub struct TemplateRecord {
     pub create_time: i64,
     /// external userid → 0 unsent, 1 sent, 2 not a contact, 3 quota reached.
     pub statuses: BTreeMap<String, u32>,
+    /// `remind_groupmsg_send` calls for this task (the staff member was reminded).
+    pub reminders: u32,
+    /// `cancel_groupmsg_send` stopped it: the staff member can no longer confirm it.
+    pub cancelled: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,7 +231,9 @@ impl StandInState {
     /// unknown msgid.
     pub fn confirm(&self, msgid: &str) -> bool {
         let mut inner = self.lock();
-        let Some(template) = inner.received.templates.iter_mut().find(|t| t.msgid == msgid) else { return false };
+        let Some(template) = inner.received.templates.iter_mut().find(|t| t.msgid == msgid && !t.cancelled) else {
+            return false;
+        };
         for status in template.statuses.values_mut() {
             if *status == 0 {
                 *status = 1;
@@ -327,6 +340,8 @@ async fn api(
         "/cgi-bin/externalcontact/batch/get_by_user" => inner.batch_get_by_user(&body),
         "/cgi-bin/externalcontact/add_msg_template" => inner.add_msg_template(&body),
         "/cgi-bin/externalcontact/get_groupmsg_send_result" => inner.send_result(&body),
+        "/cgi-bin/externalcontact/remind_groupmsg_send" => inner.remind_or_cancel(&body, false),
+        "/cgi-bin/externalcontact/cancel_groupmsg_send" => inner.remind_or_cancel(&body, true),
         "/cgi-bin/externalcontact/get_groupmsg_list_v2" => inner.group_msg_list(&body),
         "/cgi-bin/externalcontact/send_welcome_msg" => inner.send_welcome(&body),
         "/cgi-bin/externalcontact/mark_tag" => inner.mark_tag(&body),
@@ -526,6 +541,8 @@ impl Inner {
             attachments,
             create_time: unix_now(),
             statuses,
+            reminders: 0,
+            cancelled: false,
         });
         ok(json!({ "fail_list": fail_list, "msgid": msgid }))
     }
@@ -609,6 +626,21 @@ impl Inner {
             text,
             attachments,
         });
+        ok(json!({}))
+    }
+
+    /// `remind_groupmsg_send` / `cancel_groupmsg_send` (`{"msgid"}`): the sender is reminded,
+    /// or the task stopped; an unknown msgid is refused.
+    fn remind_or_cancel(&mut self, body: &Value, cancel: bool) -> Value {
+        let msgid = text_of(body, "msgid");
+        let Some(template) = self.received.templates.iter_mut().find(|t| t.msgid == msgid) else {
+            return error(41063, "invalid msgid");
+        };
+        if cancel {
+            template.cancelled = true;
+        } else {
+            template.reminders += 1;
+        }
         ok(json!({}))
     }
 

@@ -667,6 +667,7 @@ mod tests {
             amount: Fen(0),
             code: 0,
             channel: siyu_model::Channel::Web,
+            purpose: 0,
             account: 0,
             group: 0,
             source: 0,

@@ -37,6 +37,30 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// How a consent event's purpose is kept in its fact ([`crate::Fact::purpose`]):
+    /// [`Purpose::ANY`] when it names none (it applies to every purpose on every channel), a
+    /// purpose's [`Purpose::code`], or [`Purpose::OTHER`] for a purpose siyu does not send for.
+    pub fn consent_code(purpose: Option<&str>) -> u8 {
+        match purpose {
+            None => Purpose::ANY,
+            Some(text) => [Purpose::Marketing, Purpose::Service, Purpose::Transactional]
+                .into_iter()
+                .find(|p| p.as_str() == text)
+                .map_or(Purpose::OTHER, Purpose::code),
+        }
+    }
+
+    pub const ANY: u8 = 0;
+    pub const OTHER: u8 = u8::MAX;
+
+    pub fn code(self) -> u8 {
+        match self {
+            Purpose::Marketing => 1,
+            Purpose::Service => 2,
+            Purpose::Transactional => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Marketing => "marketing",
