@@ -77,12 +77,15 @@ pub(crate) struct TenantLedger {
     /// Rows reserved before this were not loaded: a judgement looking further back reloads.
     from: Millis,
     people: HashMap<ProfileId, Vec<Sent>>,
+    /// When what can no longer count was last forgotten for everyone (not only the people
+    /// judged since).
+    swept_at: Millis,
 }
 
 impl TenantLedger {
     /// An empty ledger that will hold the rows reserved from `from` on.
     pub fn starting(from: Millis) -> TenantLedger {
-        TenantLedger { through: 0, from, people: HashMap::new() }
+        TenantLedger { through: 0, from, people: HashMap::new(), swept_at: Millis(i64::MIN) }
     }
 
     /// Whether it holds everything a judgement looking back to `horizon` needs.
@@ -107,6 +110,25 @@ impl TenantLedger {
     /// Marks ids up to `id` as seen (the rows the holder itself just wrote, already folded).
     pub fn seen_through(&mut self, id: i64) {
         self.through = self.through.max(id);
+    }
+
+    /// At most once a day: forgets, for everyone, the sends `counts` says no longer count (a
+    /// person who is not judged again would otherwise keep them).
+    pub fn sweep(&mut self, now: Millis, counts: impl Fn(&Sent) -> bool) {
+        if now.0.saturating_sub(self.swept_at.0) < siyu_model::time::DAY {
+            return;
+        }
+        self.people.retain(|_, sends| {
+            sends.retain(&counts);
+            !sends.is_empty()
+        });
+        self.swept_at = now;
+    }
+
+    /// People with something reserved.
+    #[cfg(test)]
+    pub fn people(&self) -> usize {
+        self.people.len()
     }
 
     pub fn person(&mut self, profile: ProfileId) -> &mut Vec<Sent> {
@@ -150,5 +172,18 @@ mod tests {
         assert!(ledger.covers(Millis(100)) && !ledger.covers(Millis(99)));
         ledger.seen_through(9);
         assert_eq!(ledger.through(), 9);
+    }
+
+    #[test]
+    fn a_sweep_forgets_what_no_longer_counts_once_a_day() {
+        let mut ledger = TenantLedger::starting(Millis(0));
+        ledger.fold([row(1, 7, 10), row(2, 8, 500), row(3, 8, 20)]);
+        let now = Millis(siyu_model::time::DAY + 1);
+        ledger.sweep(now, |s| s.at.0 >= 100);
+        assert_eq!((ledger.people(), ledger.get(7).len(), ledger.get(8).len()), (1, 0, 1));
+        // Within the day a second sweep does nothing.
+        ledger.fold([row(4, 9, 30)]);
+        ledger.sweep(Millis(now.0 + 1), |s| s.at.0 >= 100);
+        assert_eq!(ledger.get(9).len(), 1);
     }
 }

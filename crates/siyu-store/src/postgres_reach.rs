@@ -433,6 +433,8 @@ impl ReachStore for PostgresStore {
                 .fetch_one(&mut *tx)
                 .await?;
         ledger.seen_through(next_id - 1);
+        let sweep_at = batch.at.min(Millis::now());
+        ledger.sweep(sweep_at, |s| batch.guardrails.still_counts(s, sweep_at));
         // A campaign with messages already is being resumed: its keys are looked up first.
         let resuming: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = $1 AND campaign_id = $2)")

@@ -213,8 +213,7 @@ impl EnqueueBatch {
 
     /// Forgets what can no longer count towards a cap.
     pub fn prune(&self, ledger: &mut Vec<Sent>) {
-        let horizon = self.guardrails.horizon(self.at);
-        ledger.retain(|s| s.at >= horizon);
+        ledger.retain(|s| self.guardrails.still_counts(s, self.at));
     }
 }
 

@@ -185,6 +185,8 @@ fn enqueue_blocking(w: &mut Writer, tenant: TenantId, batch: &EnqueueBatch) -> R
             r.get(0)
         })?;
     ledger.seen_through(next_id - 1);
+    let sweep_at = batch.at.min(Millis::now());
+    ledger.sweep(sweep_at, |s| batch.guardrails.still_counts(s, sweep_at));
     // A campaign with messages already is being resumed: its keys are looked up before judging,
     // so a message queued before the crash is neither judged against itself nor held.
     let resuming: bool = tx.query_row(

@@ -470,15 +470,23 @@ impl Guardrails {
 
     /// Sends older than this can no longer count towards any cap, so a ledger may forget them.
     pub fn horizon(&self, now: Millis) -> Millis {
-        let mut hours: i64 = 32 * 24;
-        for w in self.rules.frequency_caps.iter().map(|c| c.window).chain(self.rules.quotas.iter().map(|r| r.window)) {
-            hours = hours.max(match w {
-                Window::Rolling { hours } | Window::SinceLastInbound { hours } => i64::from(hours),
-                Window::SinceAuthorisation => 400 * 24,
-                _ => 0,
-            });
-        }
-        Millis(now.0 - hours * HOUR)
+        let windows =
+            self.rules.frequency_caps.iter().map(|c| c.window).chain(self.rules.quotas.iter().map(|r| r.window));
+        Millis(now.0 - lookback_hours(windows) * HOUR)
+    }
+
+    /// The horizon for sends on one channel: the frequency caps (every channel) and that
+    /// channel's quotas. A ledger keeps a WeCom message a month, not the year a Douyin
+    /// authorisation window needs.
+    pub fn horizon_for(&self, channel: Channel, now: Millis) -> Millis {
+        let quotas = self.rules.quotas.iter().filter(|r| r.channel == channel).map(|r| r.window);
+        let windows = self.rules.frequency_caps.iter().map(|c| c.window).chain(quotas);
+        Millis(now.0 - lookback_hours(windows) * HOUR)
+    }
+
+    /// Whether a reserved send can still count towards a cap at `now`.
+    pub fn still_counts(&self, sent: &Sent, now: Millis) -> bool {
+        sent.at >= self.horizon_for(sent.channel, now)
     }
 
     fn local(&self, t: Millis) -> Option<chrono::DateTime<Tz>> {
@@ -532,6 +540,20 @@ fn check_window(field: &str, window: Window) -> Result<(), RulesError> {
     }
 }
 
+/// How far back any of these windows looks, in hours: calendar windows need the month (and
+/// a week spanning two months), at least 32 days.
+fn lookback_hours(windows: impl Iterator<Item = Window>) -> i64 {
+    let mut hours: i64 = 32 * 24;
+    for w in windows {
+        hours = hours.max(match w {
+            Window::Rolling { hours } | Window::SinceLastInbound { hours } => i64::from(hours),
+            Window::SinceAuthorisation => 400 * 24,
+            _ => 0,
+        });
+    }
+    hours
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +579,19 @@ mod tests {
 
     fn sent(at: Millis, channel: Channel, scope: SendScope, marketing: bool, staff: Option<&str>) -> Sent {
         Sent { at, channel, scope, marketing, staff: staff.map(str::to_string) }
+    }
+
+    #[test]
+    fn a_send_counts_as_long_as_its_channels_longest_window() {
+        let g = Guardrails::new(&ReachRules::default()).unwrap();
+        let now = shanghai("2026-12-04T12:00:00");
+        let days = |t: Millis| (now.0 - t.0) / crate::time::DAY;
+        // Douyin's authorisation window looks back 400 days; WeCom's monthly quota 32.
+        assert_eq!((days(g.horizon_for(Channel::Douyin, now)), days(g.horizon_for(Channel::Wecom, now))), (400, 32));
+        assert_eq!(g.horizon(now), g.horizon_for(Channel::Douyin, now), "the widest of all");
+        let old = Millis(now.0 - 40 * crate::time::DAY);
+        assert!(!g.still_counts(&sent(old, Channel::Wecom, SendScope::Mass, true, None), now));
+        assert!(g.still_counts(&sent(old, Channel::Douyin, SendScope::Direct, true, None), now));
     }
 
     #[test]
