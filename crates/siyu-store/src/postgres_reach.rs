@@ -545,29 +545,41 @@ impl ReachStore for PostgresStore {
     async fn claim(&self, tenant: TenantId, now: Millis, lease_until: Millis, limit: usize) -> Result<Vec<Claimed>> {
         let columns: String =
             OUTBOX_COLUMNS.split(", ").map(|c| format!("o.{}", c.trim())).collect::<Vec<_>>().join(", ");
-        let rows = sqlx::query(&format!(
-            "WITH picked AS (
-                 SELECT outbox_id, state AS was FROM outbox
-                 WHERE tenant_id = $1 AND ((state = 'queued' AND due_at <= $2)
-                     OR (state = 'attempting' AND lease_until <= $2))
-                 ORDER BY due_at, outbox_id LIMIT $4 FOR UPDATE SKIP LOCKED)
-             UPDATE outbox o SET state = 'attempting', attempts = o.attempts + 1, lease_until = $3, updated_at = $2,
-                 attempted_at = CASE WHEN p.was = 'attempting' THEN o.attempted_at ELSE $2 END
-             FROM picked p WHERE o.tenant_id = $1 AND o.outbox_id = p.outbox_id
-             RETURNING {columns}, p.was"
-        ))
-        .bind(tenant.0)
-        .bind(now.0)
-        .bind(lease_until.0)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let was: String = r.try_get(20)?;
-            claimed.push(Claimed { row: outbox_from_row(r)?, in_doubt: was == "attempting" });
+        // Lapsed leases first, then due messages, each on its partial index, in one transaction.
+        let mut tx = self.pool.begin().await?;
+        let mut claimed = Vec::with_capacity(limit.min(100_000));
+        for in_doubt in [true, false] {
+            let left = limit - claimed.len();
+            if left == 0 {
+                break;
+            }
+            // An in-doubt message keeps the time of the attempt whose outcome was lost.
+            let (attempted_at, due) = if in_doubt {
+                ("o.attempted_at", "state = 'attempting' AND lease_until <= $2")
+            } else {
+                ("$2", "state = 'queued' AND due_at <= $2")
+            };
+            let rows = sqlx::query(&format!(
+                "WITH picked AS (
+                     SELECT outbox_id FROM outbox WHERE tenant_id = $1 AND {due}
+                     ORDER BY due_at, outbox_id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox o SET state = 'attempting', attempts = o.attempts + 1, lease_until = $3,
+                     updated_at = $2, attempted_at = {attempted_at}
+                 FROM picked p WHERE o.tenant_id = $1 AND o.outbox_id = p.outbox_id
+                 RETURNING {columns}"
+            ))
+            .bind(tenant.0)
+            .bind(now.0)
+            .bind(lease_until.0)
+            .bind(left as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                claimed.push(Claimed { row: outbox_from_row(r)?, in_doubt });
+            }
         }
-        claimed.sort_by_key(|c| (c.row.due_at, c.row.id));
+        tx.commit().await?;
+        claimed.sort_by_key(|c| (!c.in_doubt, c.row.due_at, c.row.id));
         Ok(claimed)
     }
 

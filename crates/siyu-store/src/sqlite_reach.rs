@@ -267,25 +267,12 @@ fn claim_blocking(
     let mut claimed = Vec::with_capacity(limit.min(100_000));
     // Lapsed leases first: those messages may have gone out, and an in-doubt one keeps the time
     // of the attempt whose outcome was lost (where a reconciliation must look).
-    let claims = [
-        (true, "attempts = attempts + 1", "state = 'attempting' AND lease_until <= ?2"),
-        (
-            false,
-            "state = 'attempting', attempts = attempts + 1, attempted_at = ?2",
-            "state = 'queued' AND due_at <= ?2",
-        ),
-    ];
-    for (in_doubt, set, due) in claims {
+    for in_doubt in [true, false] {
         let left = limit - claimed.len();
         if left == 0 {
             break;
         }
-        let mut stmt = tx.prepare_cached(&format!(
-            "UPDATE outbox SET {set}, lease_until = ?3, updated_at = ?2
-             WHERE tenant_id = ?1 AND outbox_id IN (
-                 SELECT outbox_id FROM outbox WHERE tenant_id = ?1 AND {due} ORDER BY due_at, outbox_id LIMIT ?4)
-             RETURNING {OUTBOX_COLUMNS}"
-        ))?;
+        let mut stmt = tx.prepare_cached(&claim_sql(in_doubt))?;
         for row in stmt.query_map(params![tenant.0, now.0, lease_until.0, left as i64], outbox_from_row)? {
             claimed.push(Claimed { row: row?, in_doubt });
         }
@@ -293,6 +280,56 @@ fn claim_blocking(
     tx.commit()?;
     claimed.sort_by_key(|c| (!c.in_doubt, c.row.due_at, c.row.id));
     Ok(claimed)
+}
+
+/// The claim of lapsed leases (`in_doubt`) or of due messages. SQLite's planner prefers the
+/// primary key's tenant prefix to a secondary or partial index on a WITHOUT ROWID table (a scan
+/// of the tenant's whole outbox), so the outbox's queries name their index
+/// (`outbox_queries_use_their_indexes`).
+fn claim_sql(in_doubt: bool) -> String {
+    let (set, due) = if in_doubt {
+        ("attempts = attempts + 1", "state = 'attempting' AND lease_until <= ?2")
+    } else {
+        ("state = 'attempting', attempts = attempts + 1, attempted_at = ?2", "state = 'queued' AND due_at <= ?2")
+    };
+    format!(
+        "UPDATE outbox SET {set}, lease_until = ?3, updated_at = ?2
+         WHERE tenant_id = ?1 AND outbox_id IN (
+             SELECT outbox_id FROM outbox INDEXED BY outbox_due WHERE tenant_id = ?1 AND {due}
+             ORDER BY due_at, outbox_id LIMIT ?4)
+         RETURNING {OUTBOX_COLUMNS}"
+    )
+}
+
+const HAS_PENDING_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox INDEXED BY outbox_by_campaign
+     WHERE tenant_id = ?1 AND campaign_id = ?2 AND state IN ('queued', 'attempting', 'task'))";
+
+const COUNTS_SQL: &str = "SELECT state, COUNT(*) FROM outbox INDEXED BY outbox_by_campaign
+     WHERE tenant_id = ?1 AND campaign_id = ?2 GROUP BY state";
+
+const FAILURES_SQL: &str = "SELECT error_code, COUNT(*) FROM outbox INDEXED BY outbox_by_campaign
+     WHERE tenant_id = ?1 AND campaign_id = ?2 AND state = 'failed' GROUP BY error_code ORDER BY error_code";
+
+const CANCEL_SQL: &str =
+    "UPDATE outbox INDEXED BY outbox_by_campaign SET state = 'cancelled', logged = 1, updated_at = ?3
+     WHERE tenant_id = ?1 AND campaign_id = ?2 AND state = 'queued'";
+
+const PENDING_SQL: &str = "SELECT COUNT(*) FROM outbox INDEXED BY outbox_by_campaign
+     WHERE tenant_id = ?1 AND (?2 IS NULL OR campaign_id = ?2) AND state IN ('queued', 'attempting', 'task')";
+
+fn unlogged_sql() -> String {
+    format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_unlogged
+         WHERE tenant_id = ?1 AND logged = 0 AND state IN ('sent', 'task', 'delivered', 'failed')
+         ORDER BY outbox_id LIMIT ?2"
+    )
+}
+
+fn task_rows_sql() -> String {
+    format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_tasks
+         WHERE tenant_id = ?1 AND remote_id = ?2 AND state = 'task' ORDER BY outbox_id"
+    )
 }
 
 fn complete_blocking(conn: &mut Connection, tenant: TenantId, outcomes: &[(i64, Outcome)], logged: bool) -> Result<()> {
@@ -582,11 +619,7 @@ impl ReachStore for SqliteStore {
 
     async fn unlogged(&self, tenant: TenantId, limit: usize) -> Result<Vec<OutboxRow>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox
-                 WHERE tenant_id = ?1 AND logged = 0 AND state IN ('sent', 'task', 'delivered', 'failed')
-                 ORDER BY outbox_id LIMIT ?2"
-            ))?;
+            let mut stmt = conn.prepare_cached(&unlogged_sql())?;
             let rows = stmt.query_map(params![tenant.0, limit as i64], outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -611,28 +644,12 @@ impl ReachStore for SqliteStore {
     }
 
     async fn outbox_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(OutboxState, u64)>> {
-        self.read(move |conn| {
-            counts(
-                conn,
-                "SELECT state, COUNT(*) FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2 GROUP BY state",
-                params![tenant.0, campaign_id],
-                |s| OutboxState::parse(&s),
-            )
-        })
-        .await
+        self.read(move |conn| counts(conn, COUNTS_SQL, params![tenant.0, campaign_id], |s| OutboxState::parse(&s)))
+            .await
     }
 
     async fn failure_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(String, u64)>> {
-        self.read(move |conn| {
-            counts(
-                conn,
-                "SELECT error_code, COUNT(*) FROM outbox
-                 WHERE tenant_id = ?1 AND campaign_id = ?2 AND state = 'failed' GROUP BY error_code ORDER BY error_code",
-                params![tenant.0, campaign_id],
-                Some,
-            )
-        })
-        .await
+        self.read(move |conn| counts(conn, FAILURES_SQL, params![tenant.0, campaign_id], Some)).await
     }
 
     async fn outbox_rows(
@@ -655,11 +672,7 @@ impl ReachStore for SqliteStore {
 
     async fn cancel_queued(&self, tenant: TenantId, campaign_id: i64) -> Result<u64> {
         self.write(move |w| {
-            let n = w.conn.execute(
-                "UPDATE outbox SET state = 'cancelled', logged = 1, updated_at = ?3
-                 WHERE tenant_id = ?1 AND campaign_id = ?2 AND state = 'queued'",
-                params![tenant.0, campaign_id, Millis::now().0],
-            )?;
+            let n = w.conn.execute(CANCEL_SQL, params![tenant.0, campaign_id, Millis::now().0])?;
             Ok(n as u64)
         })
         .await
@@ -667,36 +680,20 @@ impl ReachStore for SqliteStore {
 
     async fn outbox_pending(&self, tenant: TenantId, campaign_id: Option<i64>) -> Result<u64> {
         self.read(move |conn| {
-            let n: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM outbox WHERE tenant_id = ?1 AND (?2 IS NULL OR campaign_id = ?2)
-                     AND state IN ('queued', 'attempting', 'task')",
-                params![tenant.0, campaign_id],
-                |r| r.get(0),
-            )?;
+            let n: i64 = conn.query_row(PENDING_SQL, params![tenant.0, campaign_id], |r| r.get(0))?;
             Ok(n as u64)
         })
         .await
     }
 
     async fn has_pending(&self, tenant: TenantId, campaign_id: i64) -> Result<bool> {
-        self.read(move |conn| {
-            Ok(conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2
-                     AND state IN ('queued', 'attempting', 'task'))",
-                params![tenant.0, campaign_id],
-                |r| r.get(0),
-            )?)
-        })
-        .await
+        self.read(move |conn| Ok(conn.query_row(HAS_PENDING_SQL, params![tenant.0, campaign_id], |r| r.get(0))?)).await
     }
 
     async fn task_rows(&self, tenant: TenantId, task_id: &str) -> Result<Vec<OutboxRow>> {
         let task_id = task_id.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE tenant_id = ?1 AND remote_id = ?2 AND state = 'task'
-                 ORDER BY outbox_id"
-            ))?;
+            let mut stmt = conn.prepare_cached(&task_rows_sql())?;
             let rows = stmt.query_map(params![tenant.0, task_id], outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -854,5 +851,47 @@ impl ReachStore for SqliteStore {
                 .optional()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite picks for `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let unbound = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+        let rows = stmt.query_map(rusqlite::params_from_iter(unbound), |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    /// The dispatcher's queries stay on their indexes: a full scan of the outbox per tick or per
+    /// task makes a campaign quadratic in its size.
+    #[test]
+    fn outbox_queries_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("siyu.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let (lapsed, due, unlogged, tasks) = (claim_sql(true), claim_sql(false), unlogged_sql(), task_rows_sql());
+        let cases = [
+            (due.as_str(), "outbox_due"),
+            (lapsed.as_str(), "outbox_due"),
+            (HAS_PENDING_SQL, "outbox_by_campaign"),
+            (PENDING_SQL, "outbox_by_campaign"),
+            (COUNTS_SQL, "outbox_by_campaign"),
+            (FAILURES_SQL, "outbox_by_campaign"),
+            (CANCEL_SQL, "outbox_by_campaign"),
+            (unlogged.as_str(), "outbox_unlogged"),
+            (tasks.as_str(), "outbox_tasks"),
+            // The key lookup of a resumed plan, and whether a campaign has rows at all.
+            ("SELECT 1 FROM outbox WHERE tenant_id = ?1 AND msg_key = ?2", "outbox_by_key"),
+            ("SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2)", "outbox_by_campaign"),
+        ];
+        for (sql, index) in cases {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains(index), "{sql}\n  plans {plan}");
+        }
     }
 }
