@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use siyu_model::reach::Sent;
-use siyu_model::{Channel, Millis, ProfileId, TenantId};
+use siyu_model::{Channel, Millis, ProfileId};
 
 /// One outbox row as the ledger sees it.
 #[derive(Debug, Clone)]
@@ -23,6 +23,9 @@ pub(crate) struct LedgerRow {
     pub profile_id: ProfileId,
     pub sent: Sent,
 }
+
+/// One tenant's cached ledger behind an async lock held across a queuing transaction.
+pub(crate) type LedgerSlot = std::sync::Arc<tokio::sync::Mutex<Option<TenantLedger>>>;
 
 /// The columns both back-ends select for the ledger, in this order.
 pub(crate) const LEDGER_COLUMNS: &str =
@@ -52,15 +55,11 @@ impl LedgerRow {
     }
 }
 
-/// Takes a tenant's ledger out of a process's cache (the caller puts it back once its
+/// A tenant's ledger taken out of a process's cache (the caller puts it back once its
 /// transaction commits, so a failed one drops it): the cached one when it reaches back to
 /// `horizon`, else an empty one to load. Returns it with the earliest reservation to read.
-pub(crate) fn take(
-    cache: &mut HashMap<TenantId, TenantLedger>,
-    tenant: TenantId,
-    horizon: Millis,
-) -> (TenantLedger, Millis) {
-    let ledger = match cache.remove(&tenant) {
+pub(crate) fn take(cached: Option<TenantLedger>, horizon: Millis) -> (TenantLedger, Millis) {
+    let ledger = match cached {
         Some(ledger) if ledger.covers(horizon) => ledger,
         _ => TenantLedger::starting(horizon),
     };

@@ -25,9 +25,10 @@ const REPLAY_PAGE: i64 = 50_000;
 
 pub struct PostgresStore {
     pub(crate) pool: sqlx::PgPool,
-    /// The guardrail ledger per tenant, derived from the outbox (ledger.rs). The async lock is
-    /// this process's; the advisory lock inside the queuing transaction serialises processes.
-    pub(crate) ledgers: tokio::sync::Mutex<std::collections::HashMap<TenantId, crate::ledger::TenantLedger>>,
+    /// The guardrail ledger per tenant, derived from the outbox (ledger.rs), each behind this
+    /// process's lock of the tenant; the advisory lock inside the queuing transaction serialises
+    /// processes.
+    pub(crate) ledgers: parking_lot::Mutex<std::collections::HashMap<TenantId, crate::ledger::LedgerSlot>>,
 }
 
 impl PostgresStore {

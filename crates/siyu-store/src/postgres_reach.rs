@@ -3,8 +3,6 @@
 //! processes planning sends to the same people are serialised and no cap is exceeded; dispatchers claim with `FOR UPDATE SKIP LOCKED`, so they never take the same
 //! message.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use siyu_model::reach::template::Purpose;
 use siyu_model::reach::{Sent, Verdict};
@@ -13,7 +11,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::audience::AudienceKind;
-use crate::ledger::{self, LedgerColumns, LedgerRow, TenantLedger, LEDGER_COLUMNS};
+use crate::ledger::{self, LedgerColumns, LedgerRow, LedgerSlot, TenantLedger, LEDGER_COLUMNS};
 use crate::postgres::PostgresStore;
 use crate::reach::{
     CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
@@ -114,12 +112,12 @@ fn task_from_row(r: &PgRow) -> Result<StaffTask> {
 /// The tenant's ledger brought up to date: the cached one with the rows other processes wrote
 /// since folded in, or loaded (ledger.rs).
 async fn current_ledger(
-    cache: &mut HashMap<TenantId, TenantLedger>,
+    cached: &mut Option<TenantLedger>,
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
     horizon: Millis,
 ) -> Result<TenantLedger> {
-    let (mut ledger, from) = ledger::take(cache, tenant, horizon);
+    let (mut ledger, from) = ledger::take(cached.take(), horizon);
     let rows = sqlx::query(&format!(
         "SELECT {LEDGER_COLUMNS} FROM outbox
          WHERE tenant_id = $1 AND outbox_id > $2 AND COALESCE(reserved_at, due_at) >= $3"
@@ -147,6 +145,12 @@ async fn current_ledger(
 }
 
 impl PostgresStore {
+    /// This process's cached ledger of one tenant, behind the tenant's own lock (so tenants queue
+    /// in parallel; the advisory lock orders processes).
+    fn ledger_slot(&self, tenant: TenantId) -> LedgerSlot {
+        self.ledgers.lock().entry(tenant).or_default().clone()
+    }
+
     /// Outcomes in one statement; `logged` when their events are in the log already.
     async fn record_outcomes(&self, tenant: TenantId, outcomes: &[(i64, Outcome)], logged: bool) -> Result<()> {
         let n = outcomes.len();
@@ -423,10 +427,11 @@ impl ReachStore for PostgresStore {
     }
 
     async fn enqueue(&self, tenant: TenantId, batch: EnqueueBatch) -> Result<Vec<Enqueued>> {
-        let mut cache = self.ledgers.lock().await;
+        let slot = self.ledger_slot(tenant);
+        let mut cached = slot.lock().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(REACH_LOCK + tenant.0).execute(&mut *tx).await?;
-        let mut ledger = current_ledger(&mut cache, &mut tx, tenant, batch.guardrails.horizon(batch.at)).await?;
+        let mut ledger = current_ledger(&mut cached, &mut tx, tenant, batch.guardrails.horizon(batch.at)).await?;
         let mut next_id: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = $1")
                 .bind(tenant.0)
@@ -529,16 +534,17 @@ impl ReachStore for PostgresStore {
         }
         tx.commit().await?;
         ledger.seen_through(next_id - 1);
-        cache.insert(tenant, ledger);
+        *cached = Some(ledger);
         Ok(out)
     }
 
     async fn ledgers(&self, tenant: TenantId, horizon: Millis, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>> {
-        let mut cache = self.ledgers.lock().await;
+        let slot = self.ledger_slot(tenant);
+        let mut cached = slot.lock().await;
         let mut conn = self.pool.acquire().await?;
-        let ledger = current_ledger(&mut cache, &mut conn, tenant, horizon).await?;
+        let ledger = current_ledger(&mut cached, &mut conn, tenant, horizon).await?;
         let out = profiles.iter().map(|p| ledger.get(*p)).collect();
-        cache.insert(tenant, ledger);
+        *cached = Some(ledger);
         Ok(out)
     }
 

@@ -154,7 +154,7 @@ fn current_ledger(
     tenant: TenantId,
     horizon: Millis,
 ) -> Result<TenantLedger> {
-    let (mut ledger, from) = ledger::take(cache, tenant, horizon);
+    let (mut ledger, from) = ledger::take(cache.remove(&tenant), horizon);
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT {LEDGER_COLUMNS} FROM outbox
          WHERE tenant_id = ?1 AND outbox_id > ?2 AND COALESCE(reserved_at, due_at) >= ?3"
