@@ -212,6 +212,7 @@ fn person_reach(
     // Consent is per purpose and channel: the latest consent event that applies decides, and
     // one without a purpose applies to every purpose on every channel (docs/reach.md).
     let mut consent = None;
+    let (mut opted_out, mut opted_in) = (None, None);
     for fact in &profile.facts {
         let kind = EventType::from_code(fact.code);
         if matches!(kind, Some(EventType::ConsentGranted | EventType::ConsentRevoked))
@@ -219,12 +220,11 @@ fn person_reach(
         {
             consent = kind;
         }
-    }
-    person.consent_revoked = consent == Some(EventType::ConsentRevoked);
-    let (mut opted_out, mut opted_in) = (None, None);
-    for fact in profile.facts.iter().filter(|f| f.channel == channel) {
+        if fact.channel != channel {
+            continue;
+        }
         let at = Some(fact.ts);
-        match EventType::from_code(fact.code) {
+        match kind {
             Some(EventType::Unsubscribe) => opted_out = opted_out.max(at),
             Some(EventType::Subscribe) => opted_in = opted_in.max(at),
             Some(EventType::ConsentGranted) => {
@@ -235,6 +235,7 @@ fn person_reach(
             _ => {}
         }
     }
+    person.consent_revoked = consent == Some(EventType::ConsentRevoked);
     person.unsubscribed = opted_out.is_some() && opted_out > opted_in;
     (person, address)
 }
@@ -931,7 +932,7 @@ impl Engine {
     pub async fn complete_outbox(&self, tenant: TenantId, done: &[(OutboxRow, Outcome)]) -> Result<()> {
         let now = Millis::now();
         let events: Vec<Event> =
-            done.iter().filter_map(|(row, outcome)| outcome_event(&settled(row, outcome, now))).collect();
+            done.iter().filter_map(|(row, outcome)| outcome_event(&row.settled(outcome, now))).collect();
         if !events.is_empty() {
             self.ingest(tenant, "outbox", events).await?;
         }
@@ -973,33 +974,6 @@ fn declared_vars(def: &TemplateDef) -> Vec<String> {
     let _ = def;
     // At save time any `vars.*` is accepted; a campaign must then supply each one it uses.
     vec!["*".to_string()]
-}
-
-/// A claimed message as its outcome leaves it (what the store records).
-fn settled(row: &OutboxRow, outcome: &Outcome, now: Millis) -> OutboxRow {
-    let mut row = row.clone();
-    row.updated_at = now;
-    match outcome {
-        Outcome::Sent { remote_id } => {
-            row.state = OutboxState::Sent;
-            row.remote_id = remote_id.clone().or(row.remote_id);
-        }
-        Outcome::Task { task_id } => {
-            row.state = OutboxState::Task;
-            row.remote_id = Some(task_id.clone());
-        }
-        Outcome::Delivered => row.state = OutboxState::Delivered,
-        Outcome::Retry { at, code, message } => {
-            row.state = OutboxState::Queued;
-            row.due_at = *at;
-            (row.error_code, row.error_message) = (Some(code.clone()), Some(message.clone()));
-        }
-        Outcome::Failed { code, message } => {
-            row.state = OutboxState::Failed;
-            (row.error_code, row.error_message) = (Some(code.clone()), Some(message.clone()));
-        }
-    }
-    row
 }
 
 /// The log event of a recorded outcome.

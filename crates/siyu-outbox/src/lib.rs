@@ -159,7 +159,7 @@ impl Dispatcher {
                 Ok(c) => c,
                 Err(e) => {
                     let message = format!("{e:#}");
-                    for c in rows.iter() {
+                    for c in &rows {
                         outcomes.push((
                             c.row.clone(),
                             Outcome::Failed { code: "no_connector".into(), message: message.clone() },

@@ -43,7 +43,7 @@ pub(crate) struct LedgerColumns {
 }
 
 impl LedgerRow {
-    /// A row from its columns; `None` names the column that does not parse.
+    /// A row from its columns; the error names the column that does not parse and its value.
     pub fn parse(c: LedgerColumns) -> Result<LedgerRow, (&'static str, String)> {
         let channel = Channel::parse(&c.channel).ok_or(("channel", c.channel.clone()))?;
         let scope = crate::sqlite_reach::parse_scope(&c.scope).ok_or(("scope", c.scope.clone()))?;
@@ -109,6 +109,15 @@ impl TenantLedger {
     /// Marks ids up to `id` as seen (the rows the holder itself just wrote, already folded).
     pub fn seen_through(&mut self, id: i64) {
         self.through = self.through.max(id);
+    }
+
+    /// Ready to judge `batch`: every row up to `last_id` (the outbox's last, read under the
+    /// tenant's lock) seen, and what no longer counts at the batch's time (or now, if earlier)
+    /// swept once a day.
+    pub fn ready_for(&mut self, batch: &crate::reach::EnqueueBatch, last_id: i64) {
+        self.seen_through(last_id);
+        let at = batch.at.min(Millis::now());
+        self.sweep(at, |s| batch.guardrails.still_counts(s, at));
     }
 
     /// At most once a day: forgets, for everyone, the sends `counts` says no longer count (a

@@ -14,12 +14,10 @@ use crate::audience::AudienceKind;
 use crate::ledger::{self, LedgerColumns, LedgerRow, LedgerSlot, TenantLedger, LEDGER_COLUMNS};
 use crate::postgres::PostgresStore;
 use crate::reach::{
-    CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
-    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
+    outcome_columns, CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow,
+    OutboxState, Outcome, ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
-use crate::sqlite_reach::{
-    decode_staff, encode_staff, outcome_columns, parse_scope, CONTACT_WAY_COLUMNS, OUTBOX_COLUMNS,
-};
+use crate::sqlite_reach::{decode_staff, encode_staff, parse_scope, CONTACT_WAY_COLUMNS, OUTBOX_COLUMNS};
 use crate::{Result, StoreError};
 
 /// Base of the advisory lock keys of reach writes ("SR" in the top bytes), plus the tenant id.
@@ -437,9 +435,7 @@ impl ReachStore for PostgresStore {
                 .bind(tenant.0)
                 .fetch_one(&mut *tx)
                 .await?;
-        ledger.seen_through(next_id - 1);
-        let sweep_at = batch.at.min(Millis::now());
-        ledger.sweep(sweep_at, |s| batch.guardrails.still_counts(s, sweep_at));
+        ledger.ready_for(&batch, next_id - 1);
         // A campaign with messages already is being resumed: its keys are looked up first.
         let resuming: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = $1 AND campaign_id = $2)")
@@ -551,7 +547,7 @@ impl ReachStore for PostgresStore {
     async fn claim(&self, tenant: TenantId, now: Millis, lease_until: Millis, limit: usize) -> Result<Vec<Claimed>> {
         let columns: String =
             OUTBOX_COLUMNS.split(", ").map(|c| format!("o.{}", c.trim())).collect::<Vec<_>>().join(", ");
-        // Lapsed leases first, then due messages, each on its partial index, in one transaction.
+        // Lapsed leases first, then due messages, in one transaction.
         let mut tx = self.pool.begin().await?;
         let mut claimed = Vec::with_capacity(limit.min(100_000));
         for in_doubt in [true, false] {

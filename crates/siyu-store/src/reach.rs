@@ -149,6 +149,25 @@ pub struct OutboxRow {
     pub updated_at: Millis,
 }
 
+impl OutboxRow {
+    /// The row as recording `outcome` at `now` leaves it: what `complete` writes.
+    pub fn settled(&self, outcome: &Outcome, now: Millis) -> OutboxRow {
+        let (state, remote, code, message, due, _) = outcome_columns(outcome);
+        let mut row = self.clone();
+        row.state = state;
+        if let Some(remote) = remote {
+            row.remote_id = Some(remote.to_string());
+        }
+        row.error_code = code.map(str::to_string);
+        row.error_message = message.map(str::to_string);
+        if let Some(due) = due {
+            row.due_at = Millis(due);
+        }
+        row.updated_at = now;
+        row
+    }
+}
+
 /// A message a claim hands to a dispatcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -250,6 +269,24 @@ pub enum Outcome {
         code: String,
         message: String,
     },
+}
+
+/// The columns an outcome sets: state, remote id, error code and message, next due time, and
+/// whether an event is still owed to the log (0) or none is (1, for retries).
+pub(crate) type OutcomeColumns<'a> = (OutboxState, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<i64>, i64);
+
+pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns<'_> {
+    match outcome {
+        Outcome::Sent { remote_id } => (OutboxState::Sent, remote_id.as_deref(), None, None, None, 0),
+        Outcome::Task { task_id } => (OutboxState::Task, Some(task_id.as_str()), None, None, None, 0),
+        Outcome::Delivered => (OutboxState::Delivered, None, None, None, None, 0),
+        Outcome::Retry { at, code, message } => {
+            (OutboxState::Queued, None, Some(code.as_str()), Some(message.as_str()), Some(at.0), 1)
+        }
+        Outcome::Failed { code, message } => {
+            (OutboxState::Failed, None, Some(code.as_str()), Some(message.as_str()), None, 0)
+        }
+    }
 }
 
 /// A send a staff member confirms in the channel's app.

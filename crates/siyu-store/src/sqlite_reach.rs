@@ -12,8 +12,8 @@ use siyu_model::{Channel, Millis, ProfileId, TenantId};
 use crate::audience::AudienceKind;
 use crate::ledger::{self, LedgerColumns, LedgerRow, TenantLedger, LEDGER_COLUMNS};
 use crate::reach::{
-    CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
-    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
+    outcome_columns, CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow,
+    OutboxState, Outcome, ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
 use crate::sqlite::{SqliteStore, Writer};
 use crate::{Result, StoreError};
@@ -184,9 +184,7 @@ fn enqueue_blocking(w: &mut Writer, tenant: TenantId, batch: &EnqueueBatch) -> R
         tx.query_row("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = ?1", [tenant.0], |r| {
             r.get(0)
         })?;
-    ledger.seen_through(next_id - 1);
-    let sweep_at = batch.at.min(Millis::now());
-    ledger.sweep(sweep_at, |s| batch.guardrails.still_counts(s, sweep_at));
+    ledger.ready_for(batch, next_id - 1);
     // A campaign with messages already is being resumed: its keys are looked up before judging,
     // so a message queued before the crash is neither judged against itself nor held.
     let resuming: bool = tx.query_row(
@@ -349,24 +347,6 @@ fn complete_blocking(conn: &mut Connection, tenant: TenantId, outcomes: &[(i64, 
     }
     tx.commit()?;
     Ok(())
-}
-
-/// The columns an outcome sets: state, remote id, error code and message, next due time, and
-/// whether an event is still owed to the log (0) or none is (1, for retries).
-pub(crate) type OutcomeColumns<'a> = (OutboxState, Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<i64>, i64);
-
-pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns<'_> {
-    match outcome {
-        Outcome::Sent { remote_id } => (OutboxState::Sent, remote_id.as_deref(), None, None, None, 0),
-        Outcome::Task { task_id } => (OutboxState::Task, Some(task_id.as_str()), None, None, None, 0),
-        Outcome::Delivered => (OutboxState::Delivered, None, None, None, None, 0),
-        Outcome::Retry { at, code, message } => {
-            (OutboxState::Queued, None, Some(code.as_str()), Some(message.as_str()), Some(at.0), 1)
-        }
-        Outcome::Failed { code, message } => {
-            (OutboxState::Failed, None, Some(code.as_str()), Some(message.as_str()), None, 0)
-        }
-    }
 }
 
 #[async_trait]
