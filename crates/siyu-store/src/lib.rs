@@ -21,6 +21,7 @@ pub mod scratch;
 pub mod segment_sql;
 pub mod sqlite;
 mod sqlite_audience;
+mod sqlite_outbox;
 mod sqlite_reach;
 
 pub use audience::{AudienceKind, AudienceStore, MembershipChange, SegmentRecord, TagGroupRecord, TagOp, TagRecord};

@@ -17,6 +17,7 @@ pub const SQLITE: &[Migration] = &[
         name: "ledger_from_outbox",
         sql: include_str!("../migrations/sqlite/0005_ledger_from_outbox.sql"),
     },
+    Migration { version: 6, name: "outbox_batches", sql: include_str!("../migrations/sqlite/0006_outbox_batches.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[

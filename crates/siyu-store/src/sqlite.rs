@@ -35,6 +35,8 @@ pub(crate) struct Writer {
     /// The guardrail ledger per tenant, derived from the outbox (ledger.rs); only the writer
     /// judges sends, so only it keeps one.
     pub(crate) ledgers: std::collections::HashMap<TenantId, crate::ledger::TenantLedger>,
+    /// The keys of campaigns being planned (sqlite_outbox.rs): nothing indexes them on disk.
+    pub(crate) keys: crate::sqlite_outbox::KeyCache,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -120,7 +122,7 @@ impl SqliteStore {
         spawn_checkpointer(path, stopped)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: Mutex::new(Writer { conn, ledgers: Default::default() }),
+                writer: Mutex::new(Writer { conn, ledgers: Default::default(), keys: Default::default() }),
                 readers,
                 _stop_checkpointer: stop,
             }),

@@ -1,21 +1,18 @@
 //! [`ReachStore`] on SQLite. One writer connection serialises every write, so a transaction is
 //! all the locking the ledger needs here.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use siyu_model::reach::template::Purpose;
-use siyu_model::reach::{SendScope, Sent, Verdict};
+use siyu_model::reach::{SendScope, Sent};
 use siyu_model::{Channel, Millis, ProfileId, TenantId};
 
 use crate::audience::AudienceKind;
-use crate::ledger::{self, LedgerColumns, LedgerRow, TenantLedger, LEDGER_COLUMNS};
 use crate::reach::{
-    outcome_columns, CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow,
-    OutboxState, Outcome, ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
+    CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow, OutboxState, Outcome,
+    ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
-use crate::sqlite::{SqliteStore, Writer};
+use crate::sqlite::SqliteStore;
+use crate::sqlite_outbox;
 use crate::{Result, StoreError};
 
 pub(crate) const OUTBOX_COLUMNS: &str =
@@ -23,7 +20,7 @@ pub(crate) const OUTBOX_COLUMNS: &str =
      recipient_kind, recipient_value, content, state, due_at, attempts, attempted_at, remote_id, error_code, \
      error_message, logged, updated_at";
 
-fn corrupt(what: &str, value: &str) -> rusqlite::Error {
+pub(crate) fn corrupt(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         0,
         rusqlite::types::Type::Text,
@@ -144,209 +141,6 @@ fn counts<T>(
         out.push((k, n as u64));
     }
     Ok(out)
-}
-
-/// The tenant's ledger brought up to date inside the writer's transaction: the cached one with
-/// the rows written since (by another process) folded in, or loaded (ledger.rs).
-fn current_ledger(
-    cache: &mut HashMap<TenantId, TenantLedger>,
-    tx: &Connection,
-    tenant: TenantId,
-    horizon: Millis,
-) -> Result<TenantLedger> {
-    let (mut ledger, from) = ledger::take(cache.remove(&tenant), horizon);
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT {LEDGER_COLUMNS} FROM outbox
-         WHERE tenant_id = ?1 AND outbox_id > ?2 AND COALESCE(reserved_at, due_at) >= ?3"
-    ))?;
-    let rows = stmt.query_map(params![tenant.0, ledger.through(), from.0], |r| {
-        LedgerRow::parse(LedgerColumns {
-            outbox_id: r.get(0)?,
-            profile_id: r.get(1)?,
-            reserved_at: r.get(2)?,
-            channel: r.get(3)?,
-            scope: r.get(4)?,
-            marketing: r.get(5)?,
-            sender: r.get(6)?,
-        })
-        .map_err(|(what, value)| corrupt(what, &value))
-    })?;
-    ledger.fold(rows.collect::<rusqlite::Result<Vec<_>>>()?);
-    Ok(ledger)
-}
-
-fn enqueue_blocking(w: &mut Writer, tenant: TenantId, batch: &EnqueueBatch) -> Result<Vec<Enqueued>> {
-    let tx = w.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let now = Millis::now();
-    let mut ledger = current_ledger(&mut w.ledgers, &tx, tenant, batch.guardrails.horizon(batch.at))?;
-    let mut out = Vec::with_capacity(batch.items.len());
-    let mut next_id: i64 =
-        tx.query_row("SELECT COALESCE(MAX(outbox_id), 0) + 1 FROM outbox WHERE tenant_id = ?1", [tenant.0], |r| {
-            r.get(0)
-        })?;
-    ledger.ready_for(batch, next_id - 1);
-    // A campaign with messages already is being resumed: its keys are looked up before judging,
-    // so a message queued before the crash is neither judged against itself nor held.
-    let resuming: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2)",
-        params![tenant.0, batch.campaign_id],
-        |r| r.get(0),
-    )?;
-    {
-        let mut exists = tx.prepare_cached("SELECT 1 FROM outbox WHERE tenant_id = ?1 AND msg_key = ?2")?;
-        let mut hold = tx.prepare_cached(
-            "INSERT INTO campaign_holds (tenant_id, campaign_id, profile_id, rule, at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT DO NOTHING",
-        )?;
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO outbox (tenant_id, outbox_id, msg_key, campaign_id, profile_id, channel, account, sender, scope,
-                 recipient_kind, recipient_value, content, state, due_at, reserved_at, marketing, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13, ?14, ?15)
-             ON CONFLICT (tenant_id, msg_key) DO NOTHING",
-        )?;
-        let (channel, scope) = (batch.channel.as_str(), batch.scope.as_str());
-        let marketing = i64::from(batch.purpose == Purpose::Marketing);
-        for item in &batch.items {
-            if resuming && exists.query_row(params![tenant.0, item.key], |_| Ok(())).optional()?.is_some() {
-                out.push(Enqueued::Duplicate);
-                continue;
-            }
-            let sends = ledger.person(item.profile_id);
-            batch.prune(sends);
-            match batch.judge(item, sends) {
-                Verdict::Hold { rule } => {
-                    hold.execute(params![tenant.0, batch.campaign_id, item.profile_id, rule, now.0])?;
-                    out.push(Enqueued::Held { rule });
-                }
-                Verdict::Send { at } => {
-                    let inserted = insert.execute(params![
-                        tenant.0,
-                        next_id,
-                        item.key,
-                        batch.campaign_id,
-                        item.profile_id,
-                        channel,
-                        batch.account,
-                        batch.sender,
-                        scope,
-                        item.recipient_kind,
-                        item.recipient_value,
-                        item.content,
-                        at.0,
-                        marketing,
-                        now.0,
-                    ])?;
-                    if inserted == 0 {
-                        // The key came earlier in this batch: what judging reserved goes again.
-                        sends.pop();
-                        out.push(Enqueued::Duplicate);
-                        continue;
-                    }
-                    next_id += 1;
-                    out.push(Enqueued::Queued { at });
-                }
-            }
-        }
-    }
-    tx.commit()?;
-    ledger.seen_through(next_id - 1);
-    w.ledgers.insert(tenant, ledger);
-    Ok(out)
-}
-
-fn claim_blocking(
-    conn: &mut Connection,
-    tenant: TenantId,
-    now: Millis,
-    lease_until: Millis,
-    limit: usize,
-) -> Result<Vec<Claimed>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut claimed = Vec::with_capacity(limit.min(100_000));
-    // Lapsed leases first: those messages may have gone out, and an in-doubt one keeps the time
-    // of the attempt whose outcome was lost (where a reconciliation must look).
-    for in_doubt in [true, false] {
-        let left = limit - claimed.len();
-        if left == 0 {
-            break;
-        }
-        let mut stmt = tx.prepare_cached(&claim_sql(in_doubt))?;
-        for row in stmt.query_map(params![tenant.0, now.0, lease_until.0, left as i64], outbox_from_row)? {
-            claimed.push(Claimed { row: row?, in_doubt });
-        }
-    }
-    tx.commit()?;
-    claimed.sort_by_key(|c| (!c.in_doubt, c.row.due_at, c.row.id));
-    Ok(claimed)
-}
-
-/// The claim of lapsed leases (`in_doubt`) or of due messages. SQLite's planner prefers the
-/// primary key's tenant prefix to a secondary or partial index on a WITHOUT ROWID table (a scan
-/// of the tenant's whole outbox), so the outbox's queries name their index
-/// (`outbox_queries_use_their_indexes`).
-fn claim_sql(in_doubt: bool) -> String {
-    let (set, due) = if in_doubt {
-        ("attempts = attempts + 1", "state = 'attempting' AND lease_until <= ?2")
-    } else {
-        ("state = 'attempting', attempts = attempts + 1, attempted_at = ?2", "state = 'queued' AND due_at <= ?2")
-    };
-    format!(
-        "UPDATE outbox SET {set}, lease_until = ?3, updated_at = ?2
-         WHERE tenant_id = ?1 AND outbox_id IN (
-             SELECT outbox_id FROM outbox INDEXED BY outbox_due WHERE tenant_id = ?1 AND {due}
-             ORDER BY due_at, outbox_id LIMIT ?4)
-         RETURNING {OUTBOX_COLUMNS}"
-    )
-}
-
-const HAS_PENDING_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox INDEXED BY outbox_by_campaign
-     WHERE tenant_id = ?1 AND campaign_id = ?2 AND state IN ('queued', 'attempting', 'task'))";
-
-const COUNTS_SQL: &str = "SELECT state, COUNT(*) FROM outbox INDEXED BY outbox_by_campaign
-     WHERE tenant_id = ?1 AND campaign_id = ?2 GROUP BY state";
-
-const FAILURES_SQL: &str = "SELECT error_code, COUNT(*) FROM outbox INDEXED BY outbox_by_campaign
-     WHERE tenant_id = ?1 AND campaign_id = ?2 AND state = 'failed' GROUP BY error_code ORDER BY error_code";
-
-const CANCEL_SQL: &str =
-    "UPDATE outbox INDEXED BY outbox_by_campaign SET state = 'cancelled', logged = 1, updated_at = ?3
-     WHERE tenant_id = ?1 AND campaign_id = ?2 AND state = 'queued'";
-
-const PENDING_SQL: &str = "SELECT COUNT(*) FROM outbox INDEXED BY outbox_by_campaign
-     WHERE tenant_id = ?1 AND (?2 IS NULL OR campaign_id = ?2) AND state IN ('queued', 'attempting', 'task')";
-
-fn unlogged_sql() -> String {
-    format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_unlogged
-         WHERE tenant_id = ?1 AND logged = 0 AND state IN ('sent', 'task', 'delivered', 'failed')
-         ORDER BY outbox_id LIMIT ?2"
-    )
-}
-
-fn task_rows_sql() -> String {
-    format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_tasks
-         WHERE tenant_id = ?1 AND remote_id = ?2 AND state = 'task' ORDER BY outbox_id"
-    )
-}
-
-fn complete_blocking(conn: &mut Connection, tenant: TenantId, outcomes: &[(i64, Outcome)], logged: bool) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let now = Millis::now();
-    {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE outbox SET state = ?3, remote_id = COALESCE(?4, remote_id), error_code = ?5, error_message = ?6,
-                 due_at = COALESCE(?7, due_at), lease_until = NULL, logged = ?8, updated_at = ?9
-             WHERE tenant_id = ?1 AND outbox_id = ?2",
-        )?;
-        for (id, outcome) in outcomes {
-            let (state, remote, code, message, due, owed) = outcome_columns(outcome);
-            let done = if logged { 1 } else { owed };
-            stmt.execute(params![tenant.0, id, state.as_str(), remote, code, message, due, done, now.0])?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 #[async_trait]
@@ -569,13 +363,13 @@ impl ReachStore for SqliteStore {
     }
 
     async fn enqueue(&self, tenant: TenantId, batch: EnqueueBatch) -> Result<Vec<Enqueued>> {
-        self.write(move |w| enqueue_blocking(w, tenant, &batch)).await
+        self.write(move |w| sqlite_outbox::enqueue(w, tenant, &batch)).await
     }
 
     async fn ledgers(&self, tenant: TenantId, horizon: Millis, profiles: &[ProfileId]) -> Result<Vec<Vec<Sent>>> {
         let profiles = profiles.to_vec();
         self.write(move |w| {
-            let ledger = current_ledger(&mut w.ledgers, &w.conn, tenant, horizon)?;
+            let ledger = sqlite_outbox::current_ledger(&mut w.ledgers, &w.conn, tenant, horizon)?;
             let out = profiles.iter().map(|p| ledger.get(*p)).collect();
             w.ledgers.insert(tenant, ledger);
             Ok(out)
@@ -584,22 +378,22 @@ impl ReachStore for SqliteStore {
     }
 
     async fn claim(&self, tenant: TenantId, now: Millis, lease_until: Millis, limit: usize) -> Result<Vec<Claimed>> {
-        self.write(move |w| claim_blocking(&mut w.conn, tenant, now, lease_until, limit)).await
+        self.write(move |w| sqlite_outbox::claim(&mut w.conn, tenant, now, lease_until, limit)).await
     }
 
     async fn complete(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
         let outcomes = outcomes.to_vec();
-        self.write(move |w| complete_blocking(&mut w.conn, tenant, &outcomes, false)).await
+        self.write(move |w| sqlite_outbox::complete(&mut w.conn, tenant, &outcomes, false)).await
     }
 
     async fn complete_logged(&self, tenant: TenantId, outcomes: &[(i64, Outcome)]) -> Result<()> {
         let outcomes = outcomes.to_vec();
-        self.write(move |w| complete_blocking(&mut w.conn, tenant, &outcomes, true)).await
+        self.write(move |w| sqlite_outbox::complete(&mut w.conn, tenant, &outcomes, true)).await
     }
 
     async fn unlogged(&self, tenant: TenantId, limit: usize) -> Result<Vec<OutboxRow>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&unlogged_sql())?;
+            let mut stmt = conn.prepare_cached(&sqlite_outbox::unlogged_sql())?;
             let rows = stmt.query_map(params![tenant.0, limit as i64], outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -608,28 +402,18 @@ impl ReachStore for SqliteStore {
 
     async fn mark_logged(&self, tenant: TenantId, ids: &[i64]) -> Result<()> {
         let ids = ids.to_vec();
-        self.write(move |w| {
-            let tx = w.conn.transaction()?;
-            {
-                let mut stmt =
-                    tx.prepare_cached("UPDATE outbox SET logged = 1 WHERE tenant_id = ?1 AND outbox_id = ?2")?;
-                for id in &ids {
-                    stmt.execute(params![tenant.0, id])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
+        self.write(move |w| sqlite_outbox::mark_logged(&mut w.conn, tenant, &ids)).await
+    }
+
+    async fn outbox_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(OutboxState, u64)>> {
+        self.read(move |conn| {
+            counts(conn, sqlite_outbox::COUNTS_SQL, params![tenant.0, campaign_id], |s| OutboxState::parse(&s))
         })
         .await
     }
 
-    async fn outbox_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(OutboxState, u64)>> {
-        self.read(move |conn| counts(conn, COUNTS_SQL, params![tenant.0, campaign_id], |s| OutboxState::parse(&s)))
-            .await
-    }
-
     async fn failure_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(String, u64)>> {
-        self.read(move |conn| counts(conn, FAILURES_SQL, params![tenant.0, campaign_id], Some)).await
+        self.read(move |conn| counts(conn, sqlite_outbox::FAILURES_SQL, params![tenant.0, campaign_id], Some)).await
     }
 
     async fn outbox_rows(
@@ -639,41 +423,32 @@ impl ReachStore for SqliteStore {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<OutboxRow>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox
-                 WHERE tenant_id = ?1 AND campaign_id = ?2 AND outbox_id > ?3 ORDER BY outbox_id LIMIT ?4"
-            ))?;
-            let rows = stmt.query_map(params![tenant.0, campaign_id, after_id, limit as i64], outbox_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.read(move |conn| sqlite_outbox::campaign_rows(conn, tenant, campaign_id, after_id, limit)).await
     }
 
     async fn cancel_queued(&self, tenant: TenantId, campaign_id: i64) -> Result<u64> {
-        self.write(move |w| {
-            let n = w.conn.execute(CANCEL_SQL, params![tenant.0, campaign_id, Millis::now().0])?;
-            Ok(n as u64)
-        })
-        .await
+        self.write(move |w| sqlite_outbox::cancel_queued(&mut w.conn, tenant, campaign_id)).await
     }
 
     async fn outbox_pending(&self, tenant: TenantId, campaign_id: Option<i64>) -> Result<u64> {
         self.read(move |conn| {
-            let n: i64 = conn.query_row(PENDING_SQL, params![tenant.0, campaign_id], |r| r.get(0))?;
+            let n: i64 = conn.query_row(sqlite_outbox::PENDING_SQL, params![tenant.0, campaign_id], |r| r.get(0))?;
             Ok(n as u64)
         })
         .await
     }
 
     async fn has_pending(&self, tenant: TenantId, campaign_id: i64) -> Result<bool> {
-        self.read(move |conn| Ok(conn.query_row(HAS_PENDING_SQL, params![tenant.0, campaign_id], |r| r.get(0))?)).await
+        self.read(move |conn| {
+            Ok(conn.query_row(sqlite_outbox::HAS_PENDING_SQL, params![tenant.0, campaign_id], |r| r.get(0))?)
+        })
+        .await
     }
 
     async fn task_rows(&self, tenant: TenantId, task_id: &str) -> Result<Vec<OutboxRow>> {
         let task_id = task_id.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&task_rows_sql())?;
+            let mut stmt = conn.prepare_cached(&sqlite_outbox::task_rows_sql())?;
             let rows = stmt.query_map(params![tenant.0, task_id], outbox_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -854,21 +629,36 @@ mod tests {
         let path = dir.path().join("siyu.db");
         drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
+        use crate::sqlite_outbox::*;
         let (lapsed, due, unlogged, tasks) = (claim_sql(true), claim_sql(false), unlogged_sql(), task_rows_sql());
+        let (lapsed_bound, due_bound) = (claim_bound_sql(true), claim_bound_sql(false));
         let cases = [
-            (due.as_str(), "outbox_due"),
-            (lapsed.as_str(), "outbox_due"),
-            (HAS_PENDING_SQL, "outbox_by_campaign"),
-            (PENDING_SQL, "outbox_by_campaign"),
-            (COUNTS_SQL, "outbox_by_campaign"),
-            (FAILURES_SQL, "outbox_by_campaign"),
-            (CANCEL_SQL, "outbox_by_campaign"),
-            (unlogged.as_str(), "outbox_unlogged"),
+            (DUE_BATCHES_SQL, "outbox_batches_due"),
+            (due_bound.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            (lapsed_bound.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            // Within a batch: a range of the primary key.
+            (due.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            (lapsed.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            (REFRESH_SQL, "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            (BATCH_OF_SQL, "PRIMARY KEY (tenant_id=? AND batch_id<?)"),
+            (HAS_PENDING_SQL, "outbox_batches_open"),
+            (PENDING_SQL, "outbox_batches_open"),
+            (COUNTS_SQL, "outbox_batches_by_campaign"),
+            (FAILURES_SQL, "outbox_batches_by_campaign"),
+            (CAMPAIGN_BATCHES_SQL, "outbox_batches_by_campaign"),
+            (CAMPAIGN_KEYS_SQL, "outbox_batches_by_campaign"),
+            (LEDGER_TAIL_SQL, "outbox_batches_by_last"),
+            (unlogged.as_str(), "outbox_batches_unlogged"),
             (tasks.as_str(), "outbox_tasks"),
-            // The key lookup of a resumed plan, and whether a campaign has rows at all.
-            ("SELECT 1 FROM outbox WHERE tenant_id = ?1 AND msg_key = ?2", "outbox_by_key"),
-            ("SELECT EXISTS (SELECT 1 FROM outbox WHERE tenant_id = ?1 AND campaign_id = ?2)", "outbox_by_campaign"),
         ];
+        // Every join reaches the messages of a batch by their primary key.
+        for sql in [COUNTS_SQL, FAILURES_SQL, CAMPAIGN_KEYS_SQL, LEDGER_TAIL_SQL, unlogged.as_str()] {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("SEARCH m USING PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+                "{sql}\n  plans {plan}"
+            );
+        }
         for (sql, index) in cases {
             let plan = plan(&conn, sql);
             assert!(plan.contains(index), "{sql}\n  plans {plan}");
