@@ -42,8 +42,10 @@ pub struct DispatcherConfig {
     pub idle: Duration,
     /// How long a claim holds a message; past it, an unfinished attempt is in doubt.
     pub lease: Duration,
-    /// Messages claimed per tick and tenant.
+    /// Messages claimed per round; a tick runs up to `rounds_per_tick` rounds while they come
+    /// back full.
     pub batch: usize,
+    pub rounds_per_tick: usize,
     /// Attempts before a retryable error becomes a failure.
     pub max_attempts: u32,
     pub first_backoff: Duration,
@@ -62,6 +64,7 @@ impl Default for DispatcherConfig {
             idle: Duration::from_millis(250),
             lease: Duration::from_secs(30),
             batch: 1_000,
+            rounds_per_tick: 4,
             max_attempts: 8,
             first_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(3_600),
@@ -146,9 +149,55 @@ impl Dispatcher {
             self.engine.log_outcomes(tenant).await?;
             self.repaired.lock().insert(tenant);
         }
-        let lease_until = Millis(now.0 + self.config.lease.as_millis() as i64);
-        let claimed = self.engine.claim_outbox(tenant, now, lease_until, self.config.batch).await?;
-        tick.claimed = claimed.len() as u64;
+        // Rounds of up to `batch` messages, pipelined over the two halves of the work: the store
+        // claims the next round while the connector sends this one, and records this round's
+        // outcomes while the next one is sent. Outcomes are recorded in order, one round at a
+        // time, and nothing is left in flight when the tick returns.
+        let claim = |engine: Arc<Engine>, batch: usize, lease: Duration| {
+            tokio::spawn(async move {
+                let now = Millis::now();
+                engine.claim_outbox(tenant, now, Millis(now.0 + lease.as_millis() as i64), batch).await
+            })
+        };
+        let (batch, lease) = (self.config.batch, self.config.lease);
+        let mut next = Some(claim(self.engine.clone(), batch, lease));
+        let mut recording: Option<tokio::task::JoinHandle<siyu_engine::Result<()>>> = None;
+        let mut rounds = 0;
+        while let Some(claiming) = next.take() {
+            let claimed = claiming.await??;
+            rounds += 1;
+            if claimed.len() == batch && rounds < self.config.rounds_per_tick {
+                next = Some(claim(self.engine.clone(), batch, lease));
+            }
+            if claimed.is_empty() {
+                break;
+            }
+            tick.claimed += claimed.len() as u64;
+            let outcomes = self.deliver_round(tenant, claimed, &mut tick).await;
+            if let Some(previous) = recording.take() {
+                previous.await??;
+            }
+            if !outcomes.is_empty() {
+                let engine = self.engine.clone();
+                recording = Some(tokio::spawn(async move { engine.complete_outbox(tenant, &outcomes).await }));
+            }
+        }
+        if let Some(last) = recording {
+            last.await??;
+        }
+        self.record_tasks(tenant, &tick).await?;
+        self.follow_tasks(tenant, &mut tick).await?;
+        self.engine.finish_campaigns(tenant).await?;
+        Ok(tick)
+    }
+
+    /// Sends one round's claimed messages, account by account; returns their outcomes.
+    async fn deliver_round(
+        &self,
+        tenant: TenantId,
+        claimed: Vec<Claimed>,
+        tick: &mut Tick,
+    ) -> Vec<(OutboxRow, Outcome)> {
         let mut by_account: HashMap<String, Vec<Claimed>> = HashMap::new();
         for c in claimed {
             by_account.entry(c.row.account.clone()).or_default().push(c);
@@ -169,15 +218,9 @@ impl Dispatcher {
                     continue;
                 }
             };
-            self.deliver(connector, rows, &mut outcomes, &mut tick).await;
+            self.deliver(connector, rows, &mut outcomes, tick).await;
         }
-        if !outcomes.is_empty() {
-            self.engine.complete_outbox(tenant, &outcomes).await?;
-        }
-        self.record_tasks(tenant, &tick).await?;
-        self.follow_tasks(tenant, &mut tick).await?;
-        self.engine.finish_campaigns(tenant).await?;
-        Ok(tick)
+        outcomes
     }
 
     fn connector(&self, tenant: TenantId, account: &str) -> anyhow::Result<Arc<dyn Connector>> {
@@ -220,7 +263,7 @@ impl Dispatcher {
                 to_send.push((row, outbound));
             }
         }
-        tick.in_doubt = doubtful.len() as u64;
+        tick.in_doubt += doubtful.len() as u64;
         // In-doubt messages, grouped by the attempt they were part of.
         let mut groups: HashMap<i64, Vec<(OutboxRow, Outbound)>> = HashMap::new();
         for (row, outbound) in doubtful {

@@ -359,17 +359,18 @@ fn claimable(in_doubt: bool) -> &'static str {
     }
 }
 
-/// The last id of the first `?3` claimable messages of the range `?4..=?5` (NULL if fewer).
-pub(crate) fn claim_bound_sql(in_doubt: bool) -> String {
+/// The first `?3` claimable messages of the range `?4..=?5`, in id order.
+pub(crate) fn claimable_sql(in_doubt: bool) -> String {
     format!(
-        "SELECT outbox_id FROM outbox WHERE tenant_id = ?1 AND outbox_id BETWEEN ?4 AND ?5 AND {}
-         ORDER BY outbox_id LIMIT 1 OFFSET ?3 - 1",
+        "SELECT {MESSAGE_COLUMNS} FROM outbox WHERE tenant_id = ?1 AND outbox_id BETWEEN ?4 AND ?5 AND {}
+         ORDER BY outbox_id LIMIT ?3",
         claimable(in_doubt)
     )
 }
 
-/// The claim of the claimable messages of the range `?4..=?5`: a range update, not a row at a
-/// time.
+/// Leases what [`claimable_sql`] read: the same condition over the range that ends at the last
+/// of them (in the same transaction), so the same rows — one range update rather than a row at
+/// a time, and no RETURNING (which SQLite buffers in a temporary table).
 pub(crate) fn claim_sql(in_doubt: bool) -> String {
     let set = if in_doubt {
         "attempts = attempts + 1"
@@ -378,8 +379,7 @@ pub(crate) fn claim_sql(in_doubt: bool) -> String {
     };
     format!(
         "UPDATE outbox SET {set}, lease_until = ?3, updated_at = ?2
-         WHERE tenant_id = ?1 AND outbox_id BETWEEN ?4 AND ?5 AND {}
-         RETURNING {MESSAGE_COLUMNS}",
+         WHERE tenant_id = ?1 AND outbox_id BETWEEN ?4 AND ?5 AND {}",
         claimable(in_doubt)
     )
 }
@@ -410,18 +410,29 @@ pub(crate) fn claim(
                 if left == 0 {
                     break;
                 }
-                // Up to `left` messages: the range ends at the last of them.
-                let last: Option<i64> = tx
-                    .prepare_cached(&claim_bound_sql(in_doubt))?
-                    .query_row(params![tenant.0, now.0, left as i64, batch.first, batch.last], |r| r.get(0))
-                    .optional()?;
-                let mut stmt = tx.prepare_cached(&claim_sql(in_doubt))?;
-                let rows = stmt.query_map(
-                    params![tenant.0, now.0, lease_until.0, batch.first, last.unwrap_or(batch.last)],
-                    |r| message_from_row(r, batch),
-                )?;
-                for row in rows {
-                    claimed.push(Claimed { row: row?, in_doubt });
+                let rows: Vec<OutboxRow> = tx
+                    .prepare_cached(&claimable_sql(in_doubt))?
+                    .query_map(params![tenant.0, now.0, left as i64, batch.first, batch.last], |r| {
+                        message_from_row(r, batch)
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let Some(last) = rows.last().map(|r| r.id) else { continue };
+                tx.prepare_cached(&claim_sql(in_doubt))?.execute(params![
+                    tenant.0,
+                    now.0,
+                    lease_until.0,
+                    batch.first,
+                    last
+                ])?;
+                for mut row in rows {
+                    // As the update left it.
+                    row.attempts += 1;
+                    row.updated_at = now;
+                    if !in_doubt {
+                        row.state = OutboxState::Attempting;
+                        row.attempted_at = Some(now);
+                    }
+                    claimed.push(Claimed { row, in_doubt });
                 }
             }
             refresh(&tx, tenant, batch.first, batch.last)?;

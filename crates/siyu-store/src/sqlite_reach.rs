@@ -631,7 +631,7 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         use crate::sqlite_outbox::*;
         let (lapsed, due, unlogged, tasks) = (claim_sql(true), claim_sql(false), unlogged_sql(), task_rows_sql());
-        let (lapsed_bound, due_bound) = (claim_bound_sql(true), claim_bound_sql(false));
+        let (lapsed_bound, due_bound) = (claimable_sql(true), claimable_sql(false));
         let cases = [
             (DUE_BATCHES_SQL, "outbox_batches_due"),
             (due_bound.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),

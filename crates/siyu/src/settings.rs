@@ -22,6 +22,7 @@ pub struct Settings {
 pub struct OutboxSettings {
     pub lease_secs: u64,
     pub batch: usize,
+    pub rounds_per_tick: usize,
     pub idle_ms: u64,
     pub max_attempts: u32,
     pub first_backoff_ms: u64,
@@ -94,6 +95,7 @@ impl Settings {
             idle: std::time::Duration::from_millis(o.idle_ms.max(10)),
             lease: std::time::Duration::from_secs(o.lease_secs.max(1)),
             batch: o.batch.max(1),
+            rounds_per_tick: o.rounds_per_tick.max(1),
             max_attempts: o.max_attempts.max(1),
             first_backoff: std::time::Duration::from_millis(o.first_backoff_ms.max(1)),
             task_poll: std::time::Duration::from_secs(o.task_poll_secs.max(1)),
