@@ -742,6 +742,7 @@ impl Engine {
                 at,
                 guardrails: plan.guardrails.clone(),
                 items,
+                plan_size: recipients.len(),
             };
             if let Some(previous) = writing.take() {
                 outcome.tally(&previous.await.map_err(StoreError::from)??);

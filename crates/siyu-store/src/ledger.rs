@@ -139,6 +139,12 @@ impl TenantLedger {
         self.people.len()
     }
 
+    /// Room for `people` in all, allotted at once (growing a table of a million people in steps
+    /// costs a rehash and fresh pages at each).
+    pub fn reserve_people(&mut self, people: usize) {
+        self.people.reserve(people.saturating_sub(self.people.len()));
+    }
+
     pub fn person(&mut self, profile: ProfileId) -> &mut Vec<Sent> {
         self.people.entry(profile).or_default()
     }

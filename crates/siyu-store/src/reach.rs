@@ -201,6 +201,9 @@ pub struct EnqueueBatch {
     pub at: Millis,
     pub guardrails: Arc<Guardrails>,
     pub items: Vec<EnqueueItem>,
+    /// Recipients of the whole plan this batch is part of (0 when unknown): a hint by which a
+    /// store sizes its caches once, rather than growing them batch by batch.
+    pub plan_size: usize,
 }
 
 impl EnqueueBatch {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use siyu_model::reach::{SendScope, Sent};
-use siyu_model::{Channel, Millis, ProfileId, TenantId};
+use siyu_model::{Millis, ProfileId, TenantId};
 
 use crate::audience::AudienceKind;
 use crate::reach::{
@@ -58,34 +58,6 @@ fn contact_way_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactWayRec
         campaign_id: r.get(5)?,
         remark: r.get(6)?,
         created_at: Millis(r.get(7)?),
-    })
-}
-
-fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
-    let channel: String = r.get(4)?;
-    let scope: String = r.get(7)?;
-    let state: String = r.get(11)?;
-    Ok(OutboxRow {
-        id: r.get(0)?,
-        key: r.get(1)?,
-        campaign_id: r.get(2)?,
-        profile_id: r.get::<_, i64>(3)? as ProfileId,
-        channel: Channel::parse(&channel).ok_or_else(|| corrupt("channel", &channel))?,
-        account: r.get(5)?,
-        sender: r.get(6)?,
-        scope: parse_scope(&scope).ok_or_else(|| corrupt("scope", &scope))?,
-        recipient_kind: r.get(8)?,
-        recipient_value: r.get(9)?,
-        content: r.get(10)?,
-        state: OutboxState::parse(&state).ok_or_else(|| corrupt("outbox state", &state))?,
-        due_at: Millis(r.get(12)?),
-        attempts: r.get::<_, i64>(13)? as u32,
-        attempted_at: r.get::<_, Option<i64>>(14)?.map(Millis),
-        remote_id: r.get(15)?,
-        error_code: r.get(16)?,
-        error_message: r.get(17)?,
-        logged: r.get::<_, i64>(18)? != 0,
-        updated_at: Millis(r.get(19)?),
     })
 }
 
@@ -320,16 +292,8 @@ impl ReachStore for SqliteStore {
         let holds = holds.to_vec();
         self.write(move |w| {
             let tx = w.conn.transaction()?;
-            let now = Millis::now();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO campaign_holds (tenant_id, campaign_id, profile_id, rule, at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO NOTHING",
-                )?;
-                for (profile, rule) in &holds {
-                    stmt.execute(params![tenant.0, campaign_id, profile, rule, now.0])?;
-                }
-            }
+            let holds: Vec<(ProfileId, &str)> = holds.iter().map(|(p, r)| (*p, r.as_str())).collect();
+            sqlite_outbox::write_holds(&tx, tenant, campaign_id, &holds, Millis::now())?;
             tx.commit()?;
             Ok(())
         })
@@ -338,13 +302,11 @@ impl ReachStore for SqliteStore {
 
     async fn hold_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(String, u64)>> {
         self.read(move |conn| {
-            counts(
-                conn,
-                "SELECT rule, COUNT(*) FROM campaign_holds WHERE tenant_id = ?1 AND campaign_id = ?2
-                 GROUP BY rule ORDER BY rule",
-                params![tenant.0, campaign_id],
-                Some,
-            )
+            let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+            for (_, rule) in sqlite_outbox::read_holds(conn, tenant, campaign_id)? {
+                *counts.entry(rule).or_default() += 1;
+            }
+            Ok(counts.into_iter().collect())
         })
         .await
     }
@@ -352,12 +314,8 @@ impl ReachStore for SqliteStore {
     async fn holds_for(&self, tenant: TenantId, campaign_id: i64, rule: &str) -> Result<Vec<ProfileId>> {
         let rule = rule.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT profile_id FROM campaign_holds WHERE tenant_id = ?1 AND campaign_id = ?2 AND rule = ?3
-                 ORDER BY profile_id",
-            )?;
-            let rows = stmt.query_map(params![tenant.0, campaign_id, rule], |r| r.get::<_, i64>(0))?;
-            Ok(rows.map(|r| r.map(|p| p as ProfileId)).collect::<rusqlite::Result<Vec<_>>>()?)
+            let holds = sqlite_outbox::read_holds(conn, tenant, campaign_id)?;
+            Ok(holds.into_iter().filter(|(_, r)| *r == rule).map(|(p, _)| p).collect())
         })
         .await
     }
@@ -392,12 +350,7 @@ impl ReachStore for SqliteStore {
     }
 
     async fn unlogged(&self, tenant: TenantId, limit: usize) -> Result<Vec<OutboxRow>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&sqlite_outbox::unlogged_sql())?;
-            let rows = stmt.query_map(params![tenant.0, limit as i64], outbox_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.read(move |conn| sqlite_outbox::unlogged(conn, tenant, limit)).await
     }
 
     async fn mark_logged(&self, tenant: TenantId, ids: &[i64]) -> Result<()> {
@@ -406,10 +359,7 @@ impl ReachStore for SqliteStore {
     }
 
     async fn outbox_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(OutboxState, u64)>> {
-        self.read(move |conn| {
-            counts(conn, sqlite_outbox::COUNTS_SQL, params![tenant.0, campaign_id], |s| OutboxState::parse(&s))
-        })
-        .await
+        self.read(move |conn| sqlite_outbox::outbox_counts(conn, tenant, campaign_id)).await
     }
 
     async fn failure_counts(&self, tenant: TenantId, campaign_id: i64) -> Result<Vec<(String, u64)>> {
@@ -447,12 +397,7 @@ impl ReachStore for SqliteStore {
 
     async fn task_rows(&self, tenant: TenantId, task_id: &str) -> Result<Vec<OutboxRow>> {
         let task_id = task_id.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&sqlite_outbox::task_rows_sql())?;
-            let rows = stmt.query_map(params![tenant.0, task_id], outbox_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
+        self.read(move |conn| sqlite_outbox::task_rows(conn, tenant, &task_id)).await
     }
 
     async fn upsert_task(&self, tenant: TenantId, task: &StaffTask) -> Result<()> {
@@ -630,34 +575,34 @@ mod tests {
         drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         use crate::sqlite_outbox::*;
-        let (lapsed, due, unlogged, tasks) = (claim_sql(true), claim_sql(false), unlogged_sql(), task_rows_sql());
-        let (lapsed_bound, due_bound) = (claimable_sql(true), claimable_sql(false));
-        let cases = [
-            (DUE_BATCHES_SQL, "outbox_batches_due"),
-            (due_bound.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
-            (lapsed_bound.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
-            // Within a batch: a range of the primary key.
-            (due.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
-            (lapsed.as_str(), "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
-            (REFRESH_SQL, "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
-            (BATCH_OF_SQL, "PRIMARY KEY (tenant_id=? AND batch_id<?)"),
-            (HAS_PENDING_SQL, "outbox_batches_open"),
-            (PENDING_SQL, "outbox_batches_open"),
-            (COUNTS_SQL, "outbox_batches_by_campaign"),
-            (FAILURES_SQL, "outbox_batches_by_campaign"),
-            (CAMPAIGN_BATCHES_SQL, "outbox_batches_by_campaign"),
-            (CAMPAIGN_KEYS_SQL, "outbox_batches_by_campaign"),
-            (LEDGER_TAIL_SQL, "outbox_batches_by_last"),
-            (unlogged.as_str(), "outbox_batches_unlogged"),
-            (tasks.as_str(), "outbox_tasks"),
+        let range = "PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)";
+        let sqls = [
+            (due_batches_sql(), "outbox_batches_due"),
+            (reclaimable_sql(true), "SEARCH a USING PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            (reclaimable_sql(false), "SEARCH a USING PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
+            (reclaim_sql(true), range),
+            (reclaim_sql(false), range),
+            (UNCLAIMED_SQL.to_string(), range),
+            (FIRST_ATTEMPTS_SQL.to_string(), range),
+            (SUMMARY_SQL.to_string(), range),
+            (batch_of_sql(), "PRIMARY KEY (tenant_id=? AND batch_id<?)"),
+            (HAS_PENDING_SQL.to_string(), "outbox_batches_open"),
+            (PENDING_SQL.to_string(), "outbox_batches_open"),
+            (ATTEMPT_COUNTS_SQL.to_string(), "outbox_batches_by_campaign"),
+            (UNCLAIMED_COUNT_SQL.to_string(), "outbox_batches_by_campaign"),
+            (FAILURES_SQL.to_string(), "outbox_batches_by_campaign"),
+            (campaign_batches_sql(), "outbox_batches_by_campaign"),
+            (campaign_rows_sql(), range),
+            (CAMPAIGN_KEYS_SQL.to_string(), "outbox_batches_by_campaign"),
+            (LEDGER_TAIL_SQL.to_string(), "outbox_batches_by_last"),
+            (unlogged_sql(), "outbox_batches_unlogged"),
+            (task_rows_sql(), "outbox_tasks"),
         ];
-        // Every join reaches the messages of a batch by their primary key.
-        for sql in [COUNTS_SQL, FAILURES_SQL, CAMPAIGN_KEYS_SQL, LEDGER_TAIL_SQL, unlogged.as_str()] {
+        let cases: Vec<(&str, &str)> = sqls.iter().map(|(sql, index)| (sql.as_str(), *index)).collect();
+        // Every join from the batches reaches their rows by a range of the primary key.
+        for sql in [ATTEMPT_COUNTS_SQL, FAILURES_SQL, CAMPAIGN_KEYS_SQL, LEDGER_TAIL_SQL, unlogged_sql().as_str()] {
             let plan = plan(&conn, sql);
-            assert!(
-                plan.contains("SEARCH m USING PRIMARY KEY (tenant_id=? AND outbox_id>? AND outbox_id<?)"),
-                "{sql}\n  plans {plan}"
-            );
+            assert!(plan.contains(&format!("USING {range}")), "{sql}\n  plans {plan}");
         }
         for (sql, index) in cases {
             let plan = plan(&conn, sql);

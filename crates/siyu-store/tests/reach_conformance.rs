@@ -1193,6 +1193,7 @@ fn batch(campaign: i64, purpose: Purpose, at: Millis, items: Vec<EnqueueItem>) -
         at,
         guardrails: guardrails(daytime_rules()),
         items,
+        plan_size: 0,
     }
 }
 
