@@ -18,7 +18,7 @@ use siyu_model::reach::{
 };
 use siyu_model::score::{FanTier, Ownership, PoolStage, RfmMeans};
 use siyu_model::time::DAY;
-use siyu_model::{Channel, Event, EventType, Millis, ProfileId, TenantId};
+use siyu_model::{Channel, Event, EventType, IdentityKind, Millis, ProfileId, TenantId};
 use siyu_store::{
     CampaignRecord, Claimed, EnqueueBatch, EnqueueItem, Enqueued, OutboxRow, Outcome, StoreError, TemplateRecord,
 };
@@ -174,17 +174,25 @@ fn compile(def: &TemplateDef, vars: &[String]) -> Result<CompiledTemplate> {
 
 /// The identity kinds a channel addresses people by, best first. A log or webhook account takes
 /// any of the general ones after them.
-fn address_kinds(channel: Channel) -> &'static [&'static str] {
+type SuppressionIndex = rustc_hash::FxHashMap<String, rustc_hash::FxHashMap<String, String>>;
+
+fn address_kinds(channel: Channel) -> &'static [IdentityKind] {
     match channel {
-        Channel::Wecom => &["wecom_external_userid"],
-        Channel::Douyin => &["douyin_open_id"],
-        Channel::Kuaishou => &["kuaishou_open_id"],
-        Channel::WechatMp | Channel::MiniProgram => &["wechat_openid", "wechat_unionid"],
-        _ => &["phone", "user_id", "email"],
+        Channel::Wecom => &[IdentityKind::WecomExternalUserid],
+        Channel::Douyin => &[IdentityKind::DouyinOpenId],
+        Channel::Kuaishou => &[IdentityKind::KuaishouOpenId],
+        Channel::WechatMp | Channel::MiniProgram => &[IdentityKind::WechatOpenid, IdentityKind::WechatUnionid],
+        _ => &[IdentityKind::Phone, IdentityKind::UserId, IdentityKind::Email],
     }
 }
 
-const ANY_ADDRESS: &[&str] = &["phone", "user_id", "email", "wechat_unionid", "anonymous_id"];
+const ANY_ADDRESS: &[IdentityKind] = &[
+    IdentityKind::Phone,
+    IdentityKind::UserId,
+    IdentityKind::Email,
+    IdentityKind::WechatUnionid,
+    IdentityKind::AnonymousId,
+];
 
 /// What the guardrails need to know about a person, read from the profile's facts.
 fn person_reach(
@@ -196,18 +204,16 @@ fn person_reach(
 ) -> (PersonReach, Option<(String, String)>) {
     let mut person = PersonReach::default();
     let Some(profile) = state.profile(id) else { return (person, None) };
-    let mut address = None;
-    for kinds in [address_kinds(channel), if loose { ANY_ADDRESS } else { &[] }] {
-        for kind in kinds {
-            if address.is_none() {
-                address = profile
-                    .identities
-                    .iter()
-                    .find(|l| l.identity.kind.as_str() == *kind)
-                    .map(|l| (kind.to_string(), l.identity.value.clone()));
-            }
-        }
-    }
+    // The first kind the channel takes that the person has (kinds compared as values: this runs
+    // for every recipient of a plan).
+    let mut kinds = address_kinds(channel).iter().chain(if loose { ANY_ADDRESS } else { &[] });
+    let address = kinds.find_map(|kind| {
+        profile
+            .identities
+            .iter()
+            .find(|l| l.identity.kind == *kind)
+            .map(|l| (kind.as_str().to_string(), l.identity.value.clone()))
+    });
     person.has_address = address.is_some();
     // Consent is per purpose and channel: the latest consent event that applies decides, and
     // one without a purpose applies to every purpose on every channel (docs/reach.md).
@@ -344,7 +350,8 @@ struct Plan {
     template: CompiledTemplate,
     purpose: Purpose,
     /// Identity kind → value → the suppression list it is on.
-    suppressed_list: BTreeMap<String, BTreeMap<String, String>>,
+    /// Identity kind → value → list: looked up for every recipient, hence hashed.
+    suppressed_list: SuppressionIndex,
 }
 
 impl Plan {
@@ -540,8 +547,8 @@ impl Engine {
         })
     }
 
-    async fn suppression_index(&self, tenant: TenantId) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-        let mut index: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    async fn suppression_index(&self, tenant: TenantId) -> Result<SuppressionIndex> {
+        let mut index = SuppressionIndex::default();
         for s in self.store().suppressions(tenant).await? {
             index.entry(s.identity_kind).or_default().insert(s.identity_value, s.list);
         }

@@ -222,6 +222,9 @@ impl EnqueueBatch {
     pub fn judge(&self, item: &EnqueueItem, ledger: &mut Vec<Sent>) -> Verdict {
         let verdict = self.guardrails.judge(&item.person, ledger, &self.request());
         if let Verdict::Send { at } = verdict {
+            // Most people get one message a plan: room for one (a first push would take four,
+            // and a million people's ledgers would be mostly empty slots).
+            ledger.reserve_exact(1);
             ledger.push(Sent {
                 at,
                 channel: self.channel,
@@ -235,6 +238,9 @@ impl EnqueueBatch {
 
     /// Forgets what can no longer count towards a cap.
     pub fn prune(&self, ledger: &mut Vec<Sent>) {
+        if ledger.is_empty() {
+            return;
+        }
         ledger.retain(|s| self.guardrails.still_counts(s, self.at));
     }
 }
