@@ -8,6 +8,7 @@ pub mod condition;
 pub mod event;
 pub mod event_type;
 pub mod identity;
+pub mod journey;
 pub mod money;
 pub mod naive;
 pub mod reach;
