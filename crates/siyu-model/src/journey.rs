@@ -6,7 +6,10 @@
 //! JSON path of the field it concerns (`steps[2].then`): unknown or repeated step ids, steps no
 //! path reaches, a loop no wait breaks (it would spin), durations and times of day that do not
 //! parse, conditions that do not compile (with their line and column), splits that do not add up
-//! to 100 %. Nothing here does I/O: the records, the timers and the sends live elsewhere.
+//! to 100 %. [`Journey::advance`] is the step machine a scheduler drives: from a profile's
+//! position and what woke it (entry, a timer, an event), it runs the steps that do not wait and
+//! returns the new position and the effects to carry out. Nothing here does I/O: the records, the
+//! timers and the sends live elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -588,6 +591,194 @@ fn check_graph(steps: &[StepDef], index: &BTreeMap<String, usize>, errors: &mut 
     }
 }
 
+// --- Running a journey ----------------------------------------------------------------------
+
+/// Where a profile is in a journey (durable: the scheduler stores it with the version it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Position {
+    /// Waiting in a step since `since`; `wake_at` is when its timer fires (a wait's end, or an
+    /// event wait's timeout).
+    Waiting { step: String, since: crate::Millis, wake_at: crate::Millis },
+    /// Left the journey, and why.
+    Left { reason: Left, at: crate::Millis },
+}
+
+/// Why a profile left a journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Left {
+    /// Reached the goal (a conversion).
+    Goal,
+    /// Met the exit condition.
+    Exit,
+    /// Came to a step with no next step.
+    Completed,
+    /// In the journey's holdout: counted, never acted on.
+    Holdout,
+}
+
+/// What woke a profile's journey up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake<'a> {
+    /// The trigger fired: the profile enters at the first step.
+    Enter,
+    /// The waiting step's timer fired.
+    Timer,
+    /// An event of the profile's arrived (only an event wait moves on it).
+    Event(&'a str),
+}
+
+/// What a step asks the world to do; the scheduler carries it out through the reach path, the
+/// tag store and so on, each keyed by (journey, version, profile, step, entry) so a repeat is a
+/// no-op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    pub step: String,
+    pub action: StepKind,
+}
+
+/// What the journey needs to know about the profile while it runs: whether a compiled condition
+/// holds now, and a stable number for the random splits.
+pub trait Subject {
+    fn holds(&self, condition: &Condition) -> bool;
+    /// A stable value in 0..100 for this profile and this split (the same on every replay).
+    fn draw(&self, step: &str) -> u8;
+}
+
+/// The longest run of steps taken at once: a checked journey has no loop without a wait, so this
+/// only guards against a definition that was never checked.
+const MAX_INSTANT_STEPS: usize = MAX_STEPS + 1;
+
+impl Journey {
+    /// Moves a profile on from `position` (None: not inside) on `wake`, at `now`: every step that
+    /// does not wait runs at once, in order, until a wait or the end. Returns the new position and
+    /// the effects of the steps taken. Goal and exit are checked before each step.
+    pub fn advance(
+        &self,
+        position: Option<&Position>,
+        wake: Wake<'_>,
+        now: crate::Millis,
+        tz: chrono_tz::Tz,
+        in_holdout: bool,
+        subject: &dyn Subject,
+    ) -> (Option<Position>, Vec<Effect>) {
+        let mut effects = Vec::new();
+        // The step the wake leads to (None: past the last step).
+        let target: Option<usize> = match (position, wake) {
+            (None, Wake::Enter) if in_holdout => {
+                return (Some(Position::Left { reason: Left::Holdout, at: now }), effects);
+            }
+            (None, Wake::Enter) => Some(0),
+            (Some(Position::Waiting { step, wake_at, .. }), wake) => {
+                let Some(&i) = self.index.get(step) else {
+                    // A step the version does not have: the position belongs to another version.
+                    return (position.cloned(), effects);
+                };
+                let after = match (&self.def.steps[i].kind, wake) {
+                    (StepKind::WaitForEvent { event, next, .. }, Wake::Event(kind)) if kind == event => next.as_deref(),
+                    (StepKind::WaitForEvent { on_timeout, .. }, Wake::Timer) if now >= *wake_at => {
+                        on_timeout.as_deref()
+                    }
+                    (StepKind::Wait { next, .. } | StepKind::WaitUntil { next, .. }, Wake::Timer)
+                        if now >= *wake_at =>
+                    {
+                        next.as_deref()
+                    }
+                    // Not this step's wake (an early timer, another event): nothing moves.
+                    _ => return (position.cloned(), effects),
+                };
+                after.and_then(|n| self.index.get(n).copied())
+            }
+            // Re-entry is the scheduler's call; a profile that left stays where it is.
+            (Some(left @ Position::Left { .. }), _) => return (Some(left.clone()), effects),
+            (None, _) => return (None, effects),
+        };
+        let Some(mut current) = target else {
+            return (Some(self.leave(subject, Left::Completed, now)), effects);
+        };
+        for _ in 0..MAX_INSTANT_STEPS {
+            if self.goal.as_ref().is_some_and(|g| subject.holds(g)) {
+                return (Some(Position::Left { reason: Left::Goal, at: now }), effects);
+            }
+            if self.exit.as_ref().is_some_and(|x| subject.holds(x)) {
+                return (Some(Position::Left { reason: Left::Exit, at: now }), effects);
+            }
+            let step = &self.def.steps[current];
+            let next: Option<&str> = match &step.kind {
+                StepKind::Wait { duration, .. } => {
+                    let wake_at = crate::Millis(now.0 + parse_duration(duration).unwrap_or(0));
+                    return (Some(Position::Waiting { step: step.id.clone(), since: now, wake_at }), effects);
+                }
+                StepKind::WaitUntil { time, .. } => {
+                    let wake_at = next_time_of_day(now, parse_time_of_day(time).unwrap_or(0), tz);
+                    return (Some(Position::Waiting { step: step.id.clone(), since: now, wake_at }), effects);
+                }
+                StepKind::WaitForEvent { timeout, .. } => {
+                    let wake_at = crate::Millis(now.0 + parse_duration(timeout).unwrap_or(0));
+                    return (Some(Position::Waiting { step: step.id.clone(), since: now, wake_at }), effects);
+                }
+                StepKind::Branch { then, otherwise, .. } => {
+                    let holds = self.branch_conditions.get(&current).is_some_and(|c| subject.holds(c));
+                    if holds {
+                        then.as_deref()
+                    } else {
+                        otherwise.as_deref()
+                    }
+                }
+                StepKind::Split { arms } => {
+                    let draw = u32::from(subject.draw(&step.id));
+                    let mut upto = 0u32;
+                    arms.iter()
+                        .find(|a| {
+                            upto += u32::from(a.percent);
+                            draw < upto
+                        })
+                        .and_then(|a| a.next.as_deref())
+                }
+                action => {
+                    effects.push(Effect { step: step.id.clone(), action: action.clone() });
+                    action.successors().first().map(|(_, n)| *n)
+                }
+            };
+            match next.and_then(|n| self.index.get(n)) {
+                Some(&n) => current = n,
+                None => return (Some(self.leave(subject, Left::Completed, now)), effects),
+            }
+        }
+        (Some(Position::Left { reason: Left::Completed, at: now }), effects)
+    }
+
+    /// Leaving at the end of the steps still counts the goal (or the exit) when it holds.
+    fn leave(&self, subject: &dyn Subject, otherwise: Left, now: crate::Millis) -> Position {
+        let reason = if self.goal.as_ref().is_some_and(|g| subject.holds(g)) {
+            Left::Goal
+        } else if self.exit.as_ref().is_some_and(|x| subject.holds(x)) {
+            Left::Exit
+        } else {
+            otherwise
+        };
+        Position::Left { reason, at: now }
+    }
+}
+
+/// The first moment at or after `now` when the tenant's clock shows `minutes` after midnight.
+pub fn next_time_of_day(now: crate::Millis, minutes: u32, tz: chrono_tz::Tz) -> crate::Millis {
+    use chrono::TimeZone;
+    let Some(local) = tz.timestamp_millis_opt(now.0).single() else { return now };
+    let time = chrono::NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0).unwrap_or_default();
+    let mut day = local.date_naive();
+    for _ in 0..3 {
+        if let Some(t) = tz.from_local_datetime(&day.and_time(time)).earliest() {
+            if t.timestamp_millis() >= now.0 {
+                return crate::Millis(t.timestamp_millis());
+            }
+        }
+        day = day.succ_opt().unwrap_or(day);
+    }
+    now
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,6 +807,28 @@ mod tests {
             "reentry": { "mode": "once" },
             "holdout_percent": 10
         })
+    }
+
+    /// A profile for the runner: which conditions hold (by their canonical text) and its draws.
+    struct Person {
+        holds: Vec<&'static str>,
+        draw: u8,
+    }
+
+    impl Subject for Person {
+        fn holds(&self, condition: &Condition) -> bool {
+            self.holds.iter().any(|h| condition::compile(h, &schema()).is_ok_and(|c| &c == condition))
+        }
+        fn draw(&self, _step: &str) -> u8 {
+            self.draw
+        }
+    }
+
+    const SHANGHAI: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+    const HOUR: i64 = 3_600_000;
+
+    fn ids(effects: &[Effect]) -> Vec<&str> {
+        effects.iter().map(|e| e.step.as_str()).collect()
     }
 
     fn codes(errors: &[JourneyError]) -> Vec<(&str, &str)> {
@@ -736,5 +949,74 @@ mod tests {
         let misspelt: Result<StepDef, _> =
             serde_json::from_value(serde_json::json!({ "id": "x", "type": "wait", "duration": "1d", "nxt": "y" }));
         assert!(misspelt.unwrap_err().to_string().contains("unknown field `nxt`"), "a misspelt step field is refused");
+    }
+
+    #[test]
+    fn the_welcome_series_runs_step_by_step() {
+        let journey = def(welcome()).check(&schema()).unwrap();
+        let nobody = Person { holds: vec![], draw: 0 };
+        let t0 = crate::Millis(1_767_225_600_000); // 2026-01-01 08:00 in Shanghai
+        let (at, effects) = journey.advance(None, Wake::Enter, t0, SHANGHAI, false, &nobody);
+        assert_eq!(ids(&effects), ["welcome", "tag"], "the instant steps run at once");
+        let day = 24 * HOUR;
+        assert_eq!(at, Some(Position::Waiting { step: "day1".into(), since: t0, wake_at: crate::Millis(t0.0 + day) }));
+
+        // An early timer or an unrelated event moves nothing.
+        let early = journey.advance(at.as_ref(), Wake::Timer, crate::Millis(t0.0 + HOUR), SHANGHAI, false, &nobody);
+        assert_eq!((early.0.as_ref(), early.1.len()), (at.as_ref(), 0));
+        let t1 = crate::Millis(t0.0 + day);
+        let (at, effects) = journey.advance(at.as_ref(), Wake::Timer, t1, SHANGHAI, false, &nobody);
+        assert_eq!(ids(&effects), ["content"]);
+        assert_eq!(
+            at,
+            Some(Position::Waiting { step: "buy".into(), since: t1, wake_at: crate::Millis(t1.0 + 2 * day) })
+        );
+        let (same, none) = journey.advance(at.as_ref(), Wake::Event("page_view"), t1, SHANGHAI, false, &nobody);
+        assert_eq!((same, none.len()), (at.clone(), 0));
+
+        // No order within two days: the coupon, and the journey is over.
+        let t2 = crate::Millis(t1.0 + 2 * day);
+        let (left, effects) = journey.advance(at.as_ref(), Wake::Timer, t2, SHANGHAI, false, &nobody);
+        assert_eq!(ids(&effects), ["coupon"]);
+        assert_eq!(left, Some(Position::Left { reason: Left::Completed, at: t2 }));
+
+        // Someone who buys reaches the goal instead, before any further step.
+        let buyer = Person { holds: vec!["count(order_paid, 30d) >= 1"], draw: 0 };
+        let (left, effects) = journey.advance(at.as_ref(), Wake::Event("order_paid"), t1, SHANGHAI, false, &buyer);
+        assert_eq!((left, effects.len()), (Some(Position::Left { reason: Left::Goal, at: t1 }), 0));
+
+        // The holdout enters and leaves at once, with nothing done.
+        let (left, effects) = journey.advance(None, Wake::Enter, t0, SHANGHAI, true, &nobody);
+        assert_eq!((left, effects.len()), (Some(Position::Left { reason: Left::Holdout, at: t0 }), 0));
+    }
+
+    #[test]
+    fn branches_and_splits_choose_by_condition_and_draw() {
+        let journey = def(serde_json::json!({
+            "trigger": { "type": "event", "event": "live_watch" },
+            "steps": [
+                { "id": "deep", "type": "branch", "condition": "count(live_watch, 1d) >= 3", "then": "ab", "otherwise": "nudge" },
+                { "id": "ab", "type": "split", "arms": [ { "percent": 30, "next": "gift" }, { "percent": 70, "next": "nudge" } ] },
+                { "id": "gift", "type": "grant_points", "points": 100, "reason": "真爱粉" },
+                { "id": "nudge", "type": "wait_until", "time": "10:00", "next": "follow" },
+                { "id": "follow", "type": "send", "template_id": 3, "channel": "wecom", "account": "corp" }
+            ]
+        }))
+        .check(&schema())
+        .unwrap();
+        let t0 = crate::Millis(1_767_258_000_000); // 2026-01-01 17:00 in Shanghai
+        let fan = |draw| Person { holds: vec!["count(live_watch, 1d) >= 3"], draw };
+        let (_, effects) = journey.advance(None, Wake::Enter, t0, SHANGHAI, false, &fan(29));
+        assert_eq!(ids(&effects), ["gift"]);
+        let (at, effects) = journey.advance(None, Wake::Enter, t0, SHANGHAI, false, &fan(30));
+        assert_eq!(effects.len(), 0);
+        // The next 10:00 in Shanghai is the following morning (02:00 UTC).
+        assert_eq!(
+            at,
+            Some(Position::Waiting { step: "nudge".into(), since: t0, wake_at: crate::Millis(1_767_319_200_000) })
+        );
+        let casual = Person { holds: vec![], draw: 0 };
+        let (at2, _) = journey.advance(None, Wake::Enter, t0, SHANGHAI, false, &casual);
+        assert_eq!(at2, at, "a casual viewer is nudged the next morning too");
     }
 }
