@@ -848,6 +848,18 @@ mod tests {
         assert_eq!(def(text.clone()), journey.def, "a definition survives a round trip: {text}");
     }
 
+    /// The examples of docs/journeys.md check.
+    #[test]
+    fn the_documented_examples_check() {
+        let doc = include_str!("../../../docs/journeys.md");
+        let json = doc.split("```json").nth(1).and_then(|rest| rest.split("```").next()).expect("an example");
+        let journey: JourneyDef = serde_json::from_str(json).expect("the example parses");
+        journey.check(&schema()).expect("the example checks");
+        let mut with_exit = journey;
+        with_exit.exit = Some("reachable = false".into());
+        with_exit.check(&schema()).expect("the exit example compiles");
+    }
+
     #[test]
     fn durations_and_times_of_day_parse_within_bounds() {
         assert_eq!(parse_duration("30m"), Some(1_800_000));
