@@ -172,10 +172,12 @@ fn compile(def: &TemplateDef, vars: &[String]) -> Result<CompiledTemplate> {
     def.compile(vars).map_err(|errors| ReachError::InvalidTemplate(errors).into())
 }
 
-/// The identity kinds a channel addresses people by, best first. A log or webhook account takes
-/// any of the general ones after them.
+/// Identity kind → value → the suppression list it is on; looked up for every recipient of a
+/// plan, hence hashed.
 type SuppressionIndex = rustc_hash::FxHashMap<String, rustc_hash::FxHashMap<String, String>>;
 
+/// The identity kinds a channel addresses people by, best first. A log or webhook account takes
+/// any of the general ones after them.
 fn address_kinds(channel: Channel) -> &'static [IdentityKind] {
     match channel {
         Channel::Wecom => &[IdentityKind::WecomExternalUserid],
@@ -349,8 +351,6 @@ struct Plan {
     guardrails: Arc<Guardrails>,
     template: CompiledTemplate,
     purpose: Purpose,
-    /// Identity kind → value → the suppression list it is on.
-    /// Identity kind → value → list: looked up for every recipient, hence hashed.
     suppressed_list: SuppressionIndex,
 }
 

@@ -1,7 +1,7 @@
 //! The guardrail ledger in memory, derived from the outbox.
 //!
 //! Every message in the outbox counts towards the caps from the time it was reserved for
-//! (`reserved_at`, or `due_at` on rows older than that column), so the ledger is not a record of
+//! (`reserved_at`, or `due_at` on rows older than that column; on SQLite the batch's), so the ledger is not a record of
 //! its own: it is the outbox read by person. A process keeps it per tenant and, before it judges
 //! a batch, folds in the rows it has not seen yet (`outbox_id` beyond the last one it folded).
 //! That is exact under concurrency because every insert into a tenant's outbox happens inside the
@@ -13,7 +13,7 @@
 
 use rustc_hash::FxHashMap;
 
-use siyu_model::reach::Sent;
+use siyu_model::reach::{Sent, Verdict};
 use siyu_model::{Channel, Millis, ProfileId};
 
 /// One outbox row as the ledger sees it.
@@ -26,10 +26,6 @@ pub(crate) struct LedgerRow {
 
 /// One tenant's cached ledger behind an async lock held across a queuing transaction.
 pub(crate) type LedgerSlot = std::sync::Arc<tokio::sync::Mutex<Option<TenantLedger>>>;
-
-/// The columns both back-ends select for the ledger, in this order.
-pub(crate) const LEDGER_COLUMNS: &str =
-    "outbox_id, profile_id, COALESCE(reserved_at, due_at), channel, scope, marketing, sender";
 
 /// Columns as both back-ends read them.
 pub(crate) struct LedgerColumns {
@@ -146,7 +142,15 @@ impl TenantLedger {
         self.people.reserve(people.saturating_sub(self.people.len()));
     }
 
-    pub fn person(&mut self, profile: ProfileId) -> &mut Vec<Sent> {
+    /// The verdict for one recipient of `batch`, judged against their ledger (what can no longer
+    /// count forgotten first); a send is reserved in it. Both back-ends queue through this.
+    pub fn judge(&mut self, batch: &crate::reach::EnqueueBatch, item: &crate::reach::EnqueueItem) -> Verdict {
+        let sends = self.person(item.profile_id);
+        batch.prune(sends);
+        batch.judge(item, sends)
+    }
+
+    fn person(&mut self, profile: ProfileId) -> &mut Vec<Sent> {
         self.people.entry(profile).or_default()
     }
 

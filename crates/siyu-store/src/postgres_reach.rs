@@ -11,17 +11,26 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::audience::AudienceKind;
-use crate::ledger::{self, LedgerColumns, LedgerRow, LedgerSlot, TenantLedger, LEDGER_COLUMNS};
+use crate::ledger::{self, LedgerColumns, LedgerRow, LedgerSlot, TenantLedger};
 use crate::postgres::PostgresStore;
 use crate::reach::{
     outcome_columns, CampaignRecord, CampaignState, Claimed, ContactWayRecord, EnqueueBatch, Enqueued, OutboxRow,
     OutboxState, Outcome, ReachStore, StaffTask, Suppression, TaskState, TemplateRecord,
 };
-use crate::sqlite_reach::{decode_staff, encode_staff, parse_scope, CONTACT_WAY_COLUMNS, OUTBOX_COLUMNS};
+use crate::sqlite_reach::{decode_staff, encode_staff, parse_scope, CONTACT_WAY_COLUMNS};
 use crate::{Result, StoreError};
 
 /// Base of the advisory lock keys of reach writes ("SR" in the top bytes), plus the tenant id.
 const REACH_LOCK: i64 = 0x5352_0000_0000_0000;
+
+/// An outbox row, one table per message on PostgreSQL (SQLite's outbox is three tables,
+/// sqlite_outbox.rs).
+const OUTBOX_COLUMNS: &str = "outbox_id, msg_key, campaign_id, profile_id, channel, account, sender, scope, \
+     recipient_kind, recipient_value, content, state, due_at, attempts, attempted_at, remote_id, error_code, \
+     error_message, logged, updated_at";
+
+/// The columns the guardrail ledger is read from.
+const LEDGER_COLUMNS: &str = "outbox_id, profile_id, COALESCE(reserved_at, due_at), channel, scope, marketing, sender";
 
 const CAMPAIGN_COLUMNS: &str = "campaign_id, name, spec, state, planned_at, planned, created_at, updated_at";
 const TASK_COLUMNS: &str =
@@ -465,9 +474,7 @@ impl ReachStore for PostgresStore {
                 out.push(Enqueued::Duplicate);
                 continue;
             }
-            let sends = ledger.person(item.profile_id);
-            batch.prune(sends);
-            match batch.judge(item, sends) {
+            match ledger.judge(&batch, item) {
                 Verdict::Hold { rule } => {
                     h_profiles.push(i64::from(item.profile_id));
                     h_rules.push(rule.clone());

@@ -15,11 +15,6 @@ use crate::sqlite::SqliteStore;
 use crate::sqlite_outbox;
 use crate::{Result, StoreError};
 
-pub(crate) const OUTBOX_COLUMNS: &str =
-    "outbox_id, msg_key, campaign_id, profile_id, channel, account, sender, scope, \
-     recipient_kind, recipient_value, content, state, due_at, attempts, attempted_at, remote_id, error_code, \
-     error_message, logged, updated_at";
-
 pub(crate) fn corrupt(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         0,
@@ -292,7 +287,6 @@ impl ReachStore for SqliteStore {
         let holds = holds.to_vec();
         self.write(move |w| {
             let tx = w.conn.transaction()?;
-            let holds: Vec<(ProfileId, &str)> = holds.iter().map(|(p, r)| (*p, r.as_str())).collect();
             sqlite_outbox::write_holds(&tx, tenant, campaign_id, &holds, Millis::now())?;
             tx.commit()?;
             Ok(())
